@@ -1,0 +1,3 @@
+module github.com/gatehouse/gatehouse/libs/serve
+
+go 1.26
