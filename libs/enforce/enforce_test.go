@@ -1,0 +1,204 @@
+package enforce_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/gatehouse/gatehouse/libs/accesstoken"
+	"github.com/gatehouse/gatehouse/libs/accesstoken/accesstokentest"
+	"github.com/gatehouse/gatehouse/libs/enforce"
+	"github.com/gatehouse/gatehouse/libs/enforce/reason"
+	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
+	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1/authzv1connect"
+)
+
+// fakePDP answers with a fixed response after a delay (a test double).
+type fakePDP struct {
+	authzv1connect.UnimplementedDecisionServiceHandler
+	resp  *authzv1.CheckResponse
+	delay time.Duration
+}
+
+func (f *fakePDP) Check(ctx context.Context, _ *connect.Request[authzv1.CheckRequest]) (*connect.Response[authzv1.CheckResponse], error) {
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return connect.NewResponse(f.resp), nil
+}
+
+func newClient(t *testing.T, pdp *fakePDP) *enforce.Client {
+	t.Helper()
+	_, h := authzv1connect.NewDecisionServiceHandler(pdp)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return enforce.NewClient(authzv1connect.NewDecisionServiceClient(srv.Client(), srv.URL), 100*time.Millisecond)
+}
+
+func TestClientCheck(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		pdp         *fakePDP
+		wantAllowed bool
+		wantErr     bool
+		wantReason  string
+	}{
+		{"allow", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_ALLOW, ReasonCode: reason.Allowed}}, true, false, reason.Allowed},
+		{"deny", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_DENY, ReasonCode: reason.TenantMismatch}}, false, false, reason.TenantMismatch},
+		{"not applicable denies", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_NOT_APPLICABLE}}, false, false, ""},
+		{"indeterminate denies", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_INDETERMINATE}}, false, false, ""},
+		{"unspecified is unavailable", &fakePDP{resp: &authzv1.CheckResponse{}}, false, true, reason.PDPUnavailable},
+		{"slow is unavailable", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_ALLOW}, delay: time.Second}, false, true, reason.PDPUnavailable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d, err := newClient(t, tc.pdp).Check(t.Context(), &authzv1.CheckRequest{Action: "invoice:read"})
+			if (err != nil) != tc.wantErr || (err != nil && !errors.Is(err, enforce.ErrPDPUnavailable)) {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if d.Allowed() != tc.wantAllowed {
+				t.Fatalf("allowed = %v, want %v", d.Allowed(), tc.wantAllowed)
+			}
+			if tc.wantReason != "" && d.ReasonCode != tc.wantReason {
+				t.Fatalf("reason = %q, want %q", d.ReasonCode, tc.wantReason)
+			}
+		})
+	}
+}
+
+func TestClientUnreachable(t *testing.T) {
+	t.Parallel()
+	c := enforce.NewClient(authzv1connect.NewDecisionServiceClient(http.DefaultClient, "http://127.0.0.1:1"), 0)
+	d, err := c.Check(t.Context(), &authzv1.CheckRequest{})
+	if !errors.Is(err, enforce.ErrPDPUnavailable) || d.Allowed() {
+		t.Fatalf("unreachable PDP must deny: %v %+v", err, d)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	tests := []struct {
+		name       string
+		err        *connect.Error
+		code       connect.Code
+		reason     string
+		authHeader string
+	}{
+		{"missing token", enforce.Unauthenticated(ctx, reason.MissingToken), connect.CodeUnauthenticated, reason.MissingToken, `error="invalid_token"`},
+		{"insufficient scope", enforce.Denied(ctx, enforce.Decision{ReasonCode: reason.InsufficientScope, RequiredScopes: []string{"invoice:read"}}), connect.CodePermissionDenied, reason.InsufficientScope, `error="insufficient_scope", scope="invoice:read"`},
+		{"tenant mismatch has no challenge", enforce.Denied(ctx, enforce.Decision{ReasonCode: reason.TenantMismatch}), connect.CodePermissionDenied, reason.TenantMismatch, ""},
+		{"empty reason denies with evaluation_error", enforce.Denied(ctx, enforce.Decision{}), connect.CodePermissionDenied, reason.EvaluationError, ""},
+		{"unavailable", enforce.Unavailable(ctx, reason.PDPUnavailable), connect.CodeUnavailable, reason.PDPUnavailable, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.err.Code() != tc.code || enforce.ReasonOf(tc.err) != tc.reason {
+				t.Fatalf("got %v / %q", tc.err.Code(), enforce.ReasonOf(tc.err))
+			}
+			got := tc.err.Meta().Get("WWW-Authenticate")
+			if tc.authHeader == "" && got != "" || !strings.Contains(got, tc.authHeader) {
+				t.Fatalf("WWW-Authenticate = %q, want it to contain %q", got, tc.authHeader)
+			}
+		})
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		values []string
+		want   string
+		ok     bool
+	}{
+		{"bearer", []string{"Bearer abc"}, "abc", true},
+		{"case-insensitive scheme", []string{"bearer abc"}, "abc", true},
+		{"none", nil, "", false},
+		{"basic", []string{"Basic abc"}, "", false},
+		{"empty token", []string{"Bearer "}, "", false},
+		{"two headers", []string{"Bearer a", "Bearer b"}, "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := http.Header{}
+			for _, v := range tc.values {
+				h.Add("Authorization", v)
+			}
+			got, ok := enforce.BearerToken(h)
+			if got != tc.want || ok != tc.ok {
+				t.Fatalf("got %q %v", got, ok)
+			}
+		})
+	}
+}
+
+func TestAuthenticator(t *testing.T) {
+	t.Parallel()
+	iss := accesstokentest.NewIssuer(t)
+	jwks, _ := accesstoken.NewJWKS(accesstoken.JWKSConfig{URL: iss.JWKSURL()})
+	v, _ := accesstoken.NewVerifier(accesstoken.Config{Issuer: iss.URL, Audience: accesstokentest.Audience, Keys: jwks})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	token := iss.Mint(t, nil, nil)
+	good := func() http.Header {
+		h := http.Header{}
+		h.Set("Authorization", "Bearer "+token)
+		h.Set(enforce.HeaderSubject, "reporting-job")
+		h.Set(enforce.HeaderTenant, "acme")
+		h.Set(enforce.HeaderClientID, "reporting-job")
+		return h
+	}
+	tests := []struct {
+		name    string
+		require bool
+		edit    func(http.Header)
+		reason  string
+	}{
+		{"matching headers", true, func(http.Header) {}, ""},
+		{"no token", true, func(h http.Header) { h.Del("Authorization") }, reason.MissingToken},
+		{"forged token", true, func(h http.Header) { h.Set("Authorization", "Bearer "+token+"x") }, reason.InvalidToken},
+		{"tenant header of another tenant", true, func(h http.Header) { h.Set(enforce.HeaderTenant, "globex") }, reason.IdentityMismatch},
+		{"duplicated subject header", true, func(h http.Header) { h.Add(enforce.HeaderSubject, "alice") }, reason.IdentityMismatch},
+		{"headers required but absent", true, func(h http.Header) { h.Del(enforce.HeaderTenant) }, reason.IdentityMismatch},
+		{"headers optional and absent", false, func(h http.Header) { h.Del(enforce.HeaderTenant) }, ""},
+		{"headers optional but wrong", false, func(h http.Header) { h.Set(enforce.HeaderSubject, "alice") }, reason.IdentityMismatch},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := good()
+			tc.edit(h)
+			claims, err := enforce.NewAuthenticator(v, logger, tc.require).Authenticate(t.Context(), h)
+			if got := enforce.ReasonOf(err); got != tc.reason {
+				t.Fatalf("reason %q, want %q (err %v)", got, tc.reason, err)
+			}
+			if tc.reason == "" && (claims == nil || claims.Tenant != "acme") {
+				t.Fatalf("claims not returned: %+v", claims)
+			}
+		})
+	}
+}
+
+func TestPrincipal(t *testing.T) {
+	t.Parallel()
+	c := &accesstoken.Claims{Subject: "alice", Tenant: "acme", ClientID: "support-console", Scopes: []string{"invoice:read"},
+		AuthTime: time.Unix(1700000000, 0), Actor: &accesstoken.Actor{Subject: "sam", Actor: &accesstoken.Actor{Subject: "bot"}}}
+	p := enforce.Principal(c)
+	if p.GetSubject() != "alice" || p.GetAuthTime().GetSeconds() != 1700000000 || len(p.GetActorChain()) != 2 || p.GetActorChain()[1].GetSubject() != "bot" {
+		t.Fatalf("principal: %v", p)
+	}
+}

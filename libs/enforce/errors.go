@@ -1,0 +1,104 @@
+package enforce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	"github.com/gatehouse/gatehouse/libs/enforce/reason"
+	"github.com/gatehouse/gatehouse/libs/telemetry"
+)
+
+// ErrorDomain is the ErrorInfo domain of every Gatehouse edge error.
+const ErrorDomain = "gatehouse.dev"
+
+// Unauthenticated is the error for a missing or invalid token: Connect code
+// unauthenticated (HTTP 401) with WWW-Authenticate: Bearer error="invalid_token".
+// code is reason.MissingToken or reason.InvalidToken; the cause stays in the
+// caller's logs.
+func Unauthenticated(ctx context.Context, code string) *connect.Error {
+	err := newError(ctx, connect.CodeUnauthenticated, code, "a valid bearer access token is required", nil)
+	err.Meta().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
+	return err
+}
+
+// Denied is the error for a decision that does not permit. A missing scope
+// adds WWW-Authenticate: Bearer error="insufficient_scope", scope="...".
+func Denied(ctx context.Context, d Decision) *connect.Error {
+	code := d.ReasonCode
+	if code == "" {
+		code = reason.EvaluationError
+	}
+	meta := map[string]string{}
+	if d.DecisionID != "" {
+		meta["decision_id"] = d.DecisionID
+	}
+	msg := "not permitted"
+	if d.Message != "" {
+		msg = d.Message
+	}
+	err := newError(ctx, connect.CodePermissionDenied, code, msg, meta)
+	if code == reason.InsufficientScope && len(d.RequiredScopes) > 0 {
+		err.Meta().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="gatehouse", error="insufficient_scope", scope="%s"`, quoteSafe(strings.Join(d.RequiredScopes, " "))))
+	}
+	return err
+}
+
+// Unavailable is the error for a dependency (the PDP, an upstream) that did
+// not answer: Connect code unavailable (HTTP 503). The request is denied.
+func Unavailable(ctx context.Context, code string) *connect.Error {
+	return newError(ctx, connect.CodeUnavailable, code, "a dependency is unavailable; the request was denied", nil)
+}
+
+// Error returns a Connect error with code and an ErrorInfo whose reason is
+// reasonCode and whose metadata carries the trace id.
+func Error(ctx context.Context, code connect.Code, reasonCode, msg string) *connect.Error {
+	return newError(ctx, code, reasonCode, msg, nil)
+}
+
+func newError(ctx context.Context, code connect.Code, reasonCode, msg string, meta map[string]string) *connect.Error {
+	err := connect.NewError(code, errors.New(msg))
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	if id := telemetry.TraceID(ctx); id != "" {
+		meta["trace_id"] = id
+	}
+	info := &errdetails.ErrorInfo{Reason: reasonCode, Domain: ErrorDomain, Metadata: meta}
+	if detail, derr := connect.NewErrorDetail(info); derr == nil {
+		err.AddDetail(detail)
+	}
+	return err
+}
+
+// ReasonOf returns the ErrorInfo reason of a Connect error, or "".
+func ReasonOf(err error) string {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return ""
+	}
+	for _, d := range ce.Details() {
+		v, verr := d.Value()
+		if verr != nil {
+			continue
+		}
+		if info, ok := v.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+// quoteSafe drops characters that would break an RFC 6750 quoted string.
+func quoteSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,45 @@
+// Package reason holds Gatehouse's stable reason codes: the snake_case values
+// a decision's reason_code and an edge error's ErrorInfo.reason carry. The same
+// codes are listed, with their meaning, in docs/reference/reason-codes.md; add
+// a code in both places.
+package reason
+
+// Codes decided by the PDP.
+const (
+	// Allowed: a policy permits the request.
+	Allowed = "allowed"
+	// InsufficientScope: the token lacks a scope the action needs.
+	InsufficientScope = "insufficient_scope"
+	// RoleNotPermitted: none of the principal's roles grants the action.
+	RoleNotPermitted = "role_not_permitted"
+	// TenantMismatch: the resource belongs to another tenant.
+	TenantMismatch = "tenant_mismatch"
+	// NoApplicablePolicy: no policy covers the action or resource type.
+	NoApplicablePolicy = "no_applicable_policy"
+	// MissingAttribute: a required input field is absent.
+	MissingAttribute = "missing_attribute"
+	// InvalidAttribute: an input field is malformed.
+	InvalidAttribute = "invalid_attribute"
+	// EvaluationError: the policy could not be evaluated.
+	EvaluationError = "evaluation_error"
+)
+
+// Codes decided at the edge (gateway) or in a service before or around the PDP.
+const (
+	// MissingToken: no bearer token was presented.
+	MissingToken = "missing_token"
+	// InvalidToken: the token is malformed, forged, expired or not for us.
+	InvalidToken = "invalid_token"
+	// IdentityMismatch: identity headers disagree with the verified token.
+	IdentityMismatch = "identity_mismatch"
+	// RouteNotConfigured: no route covers the requested procedure or path.
+	RouteNotConfigured = "route_not_configured"
+	// PDPUnavailable: the PDP did not answer in time; the request is denied.
+	PDPUnavailable = "pdp_unavailable"
+	// InvalidRequest: the request body or parameters are malformed.
+	InvalidRequest = "invalid_request"
+	// ResourceNotFound: no such resource in the caller's tenant.
+	ResourceNotFound = "resource_not_found"
+	// UpstreamUnavailable: the service behind the gateway did not answer.
+	UpstreamUnavailable = "upstream_unavailable"
+)
