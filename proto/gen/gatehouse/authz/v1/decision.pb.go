@@ -613,7 +613,7 @@ func (x *Obligation) GetParams() map[string]string {
 type CheckResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Decision Decision               `protobuf:"varint,1,opt,name=decision,proto3,enum=gatehouse.authz.v1.Decision" json:"decision,omitempty"`
-	// reason_code is a stable snake_case code from the table in docs/reason-codes.md.
+	// reason_code is a stable snake_case code from the table in docs/reference/reason-codes.md.
 	ReasonCode string `protobuf:"bytes,2,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
 	// message is for developers; it never holds policy source or private attributes.
 	Message       string        `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
