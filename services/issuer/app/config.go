@@ -1,0 +1,130 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/libs/telemetry"
+)
+
+// Store kinds accepted in Config.Store.
+const (
+	StorePostgres = "postgres"
+	StoreMemory   = "memory"
+)
+
+// Config is the issuer's configuration. Every field has a flag (and so an
+// environment variable GATEHOUSE_ISSUER_<FLAG>, see libs/serve/envflag);
+// RegisterFlags sets the defaults.
+type Config struct {
+	// HTTPAddr is the listen address (flag http-addr).
+	HTTPAddr string
+	// Issuer is the issuer identifier: the iss of every token and the base
+	// of the published endpoint URLs (flag issuer).
+	Issuer string
+	// Store is "postgres" or "memory" (dev only; flag store).
+	Store string
+	// DatabaseURL is the Postgres DSN, required with store postgres (flag database-url).
+	DatabaseURL string
+	// Demo loads the demo seed and allows ephemeral keys (flag demo). Never in production.
+	Demo bool
+	// SigningKeyFile is a PEM PKCS#8 EC P-256 key signing access tokens
+	// (flag signing-key-file). Required unless Demo.
+	SigningKeyFile string
+	// ClientSecretKeyFile holds the key (at least 32 bytes) of the client
+	// secret hash (flag client-secret-key-file). Required unless Demo.
+	ClientSecretKeyFile string
+	// AccessTokenLifespan is the default access-token lifetime (flag access-token-lifespan).
+	AccessTokenLifespan time.Duration
+	// ScopesSupported is published as scopes_supported in the metadata (flag scopes-supported).
+	ScopesSupported []string
+	// DiscoveryMaxAge is how long clients may cache the metadata and JWKS
+	// (flag discovery-max-age).
+	DiscoveryMaxAge time.Duration
+	// OTelExporter is none, stdout or otlp (flag otel-exporter).
+	OTelExporter string
+	// OTelEndpoint is the OTLP/HTTP collector host:port (flag otel-endpoint).
+	OTelEndpoint string
+	// OTelInsecure sends OTLP without TLS (flag otel-insecure).
+	OTelInsecure bool
+}
+
+// Defaults of the flags.
+const (
+	DefaultHTTPAddr            = ":8080"
+	DefaultIssuer              = "http://localhost:8080"
+	DefaultAccessTokenLifespan = 5 * time.Minute
+	DefaultDiscoveryMaxAge     = 5 * time.Minute
+)
+
+// DefaultScopesSupported are the API scopes of the platform that a token can
+// carry today (OpenID Connect scopes arrive with the authorization endpoint).
+func DefaultScopesSupported() []string {
+	return []string{"invoice:read", "invoice:write", "invoice:approve", "support:read", "support:impersonate"}
+}
+
+// RegisterFlags sets c to the defaults and binds every field to a flag in fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.HTTPAddr, "http-addr", DefaultHTTPAddr, "listen address")
+	fs.StringVar(&c.Issuer, "issuer", DefaultIssuer, "issuer identifier (iss of every token, base of endpoint URLs)")
+	fs.StringVar(&c.Store, "store", StorePostgres, "store: postgres, or memory (dev only, loses everything on restart)")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres DSN (required with -store postgres)")
+	fs.BoolVar(&c.Demo, "demo", false, "load the demo seed and allow ephemeral keys (never in production)")
+	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "PEM PKCS#8 EC P-256 private key for ES256 access tokens (required unless -demo)")
+	fs.StringVar(&c.ClientSecretKeyFile, "client-secret-key-file", "", "file whose bytes (at least 32) key the client secret hash (required unless -demo)")
+	fs.DurationVar(&c.AccessTokenLifespan, "access-token-lifespan", DefaultAccessTokenLifespan, "default access token lifetime")
+	c.ScopesSupported = DefaultScopesSupported()
+	fs.Func("scopes-supported", "space-separated scopes published in the metadata (default \""+strings.Join(c.ScopesSupported, " ")+"\")", func(s string) error {
+		c.ScopesSupported = strings.Fields(s)
+		return nil
+	})
+	fs.DurationVar(&c.DiscoveryMaxAge, "discovery-max-age", DefaultDiscoveryMaxAge, "how long clients may cache the metadata and JWKS")
+	fs.StringVar(&c.OTelExporter, "otel-exporter", telemetry.ExporterNone, "trace exporter: none, stdout or otlp")
+	fs.StringVar(&c.OTelEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port")
+	fs.BoolVar(&c.OTelInsecure, "otel-insecure", false, "send OTLP without TLS")
+}
+
+// validate checks c before anything is started.
+func (c *Config) validate() error {
+	var errs []error
+	if err := validateIssuer(c.Issuer); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.Store {
+	case StorePostgres:
+		if c.DatabaseURL == "" {
+			errs = append(errs, errors.New("-database-url is required with -store postgres"))
+		}
+	case StoreMemory:
+	default:
+		errs = append(errs, fmt.Errorf("-store %q: want postgres or memory", c.Store))
+	}
+	if !c.Demo && c.SigningKeyFile == "" {
+		errs = append(errs, errors.New("-signing-key-file is required (only -demo may run with an ephemeral key)"))
+	}
+	if !c.Demo && c.ClientSecretKeyFile == "" {
+		errs = append(errs, errors.New("-client-secret-key-file is required (only -demo may run with a random key)"))
+	}
+	if c.AccessTokenLifespan <= 0 {
+		errs = append(errs, errors.New("-access-token-lifespan must be positive"))
+	}
+	if c.DiscoveryMaxAge < 0 {
+		errs = append(errs, errors.New("-discovery-max-age must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// validateIssuer enforces RFC 8414 §2: an http(s) URL with no query or
+// fragment. A trailing slash is refused: iss is compared byte for byte.
+func validateIssuer(issuer string) error {
+	u, err := url.Parse(issuer)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+		u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(issuer, "/") {
+		return fmt.Errorf("-issuer %q: want an http(s) URL without query, fragment or trailing slash", issuer)
+	}
+	return nil
+}

@@ -1,0 +1,125 @@
+// Package demoseed is the demo data set of DESIGN.md: the four OAuth 2.0
+// clients and the four users that tutorials, e2e suites and outside checks
+// rely on. The issuer loads it only with --demo; nothing else ships a
+// default secret.
+package demoseed
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ory/fosite"
+
+	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
+)
+
+// Audience is the default API audience of every demo client; the gateway
+// checks a token's aud against it.
+const Audience = "gatehouse-api"
+
+// Tenants of the demo.
+const (
+	TenantAcme   = "acme"
+	TenantGlobex = "globex"
+)
+
+// clientSpec is a demo client with its clear-text secret (demo only).
+type clientSpec struct {
+	client.Client
+	secret string
+}
+
+func clientSpecs() []clientSpec {
+	return []clientSpec{
+		{
+			Client: client.Client{
+				ID:         "reporting-job",
+				Tenant:     TenantAcme,
+				GrantTypes: []string{client.GrantClientCredentials},
+				Scopes:     []string{"invoice:read"},
+				Audiences:  []string{Audience},
+			},
+			secret: "reporting-job-secret",
+		},
+		{
+			Client: client.Client{
+				ID:         "billing-bot",
+				Tenant:     TenantAcme,
+				GrantTypes: []string{client.GrantClientCredentials},
+				Scopes:     []string{"invoice:read", "invoice:write"},
+				Audiences:  []string{Audience},
+			},
+			secret: "billing-bot-secret",
+		},
+		{
+			// Public (PKCE S256 required once the authorization endpoint exists).
+			// No tenant: its users come from any tenant.
+			Client: client.Client{
+				ID:            "invoice-web",
+				Public:        true,
+				GrantTypes:    []string{client.GrantAuthorizationCode, client.GrantRefreshToken},
+				ResponseTypes: []string{"code"},
+				Scopes:        []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve"},
+				Audiences:     []string{Audience},
+				RedirectURIs:  []string{"http://127.0.0.1/callback"},
+			},
+		},
+		{
+			Client: client.Client{
+				ID:            "support-console",
+				Tenant:        TenantAcme,
+				GrantTypes:    []string{client.GrantAuthorizationCode, client.GrantRefreshToken, client.GrantTokenExchange},
+				ResponseTypes: []string{"code"},
+				Scopes:        []string{"openid", "support:read", "support:impersonate", "invoice:read"},
+				Audiences:     []string{Audience},
+			},
+			secret: "support-console-secret",
+		},
+	}
+}
+
+// Clients returns the demo clients with their secrets hashed by hasher.
+func Clients(ctx context.Context, hasher fosite.Hasher) ([]*client.Client, error) {
+	specs := clientSpecs()
+	out := make([]*client.Client, 0, len(specs))
+	for _, s := range specs {
+		c := s.Client.Clone()
+		if s.secret != "" {
+			hash, err := hasher.Hash(ctx, []byte(s.secret))
+			if err != nil {
+				return nil, fmt.Errorf("demoseed: hash secret of %s: %w", c.ID, err)
+			}
+			c.SecretHash = hash
+		}
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("demoseed: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// User is a demo end user. The issuer has no user store yet; later issues
+// (login, MFA, token exchange) load these.
+type User struct {
+	// Username is the login name.
+	Username string
+	// Tenant is the user's tenant.
+	Tenant string
+	// Roles are the user's roles in the tenant.
+	Roles []string
+	// Password is the demo password (demo only; stores must hash it).
+	Password string
+	// TOTPSecret is the base32 TOTP secret, empty when the user has no MFA.
+	TOTPSecret string
+}
+
+// Users returns the demo users of DESIGN.md.
+func Users() []User {
+	return []User{
+		{Username: "alice", Tenant: TenantAcme, Roles: []string{"billing_approver"}, Password: "alice-demo-password", TOTPSecret: "JBSWY3DPEHPK3PXPALICE234"},
+		{Username: "bob", Tenant: TenantAcme, Roles: []string{"billing_viewer"}, Password: "bob-demo-password"},
+		{Username: "carol", Tenant: TenantGlobex, Roles: []string{"billing_approver"}, Password: "carol-demo-password", TOTPSecret: "JBSWY3DPEHPK3PXPCAROL234"},
+		{Username: "sam", Tenant: TenantAcme, Roles: []string{"support_agent"}, Password: "sam-demo-password", TOTPSecret: "JBSWY3DPEHPK3PXPSAM23456"},
+	}
+}

@@ -1,0 +1,59 @@
+// Package discovery publishes what a client needs to find and trust the
+// issuer: its metadata (RFC 8414, also served at the OpenID Connect
+// discovery path) and its signing keys (JWKS).
+package discovery
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Paths the documents are served at.
+const (
+	JWKSPath                = "/.well-known/jwks.json"
+	OpenIDConfigurationPath = "/.well-known/openid-configuration"
+	AuthorizationServerPath = "/.well-known/oauth-authorization-server"
+)
+
+// Metadata is the authorization server metadata. It lists exactly what the
+// issuer implements today; a field appears only once the feature behind it
+// is built.
+type Metadata struct {
+	Issuer                            string   `json:"issuer"`
+	TokenEndpoint                     string   `json:"token_endpoint"`
+	JWKSURI                           string   `json:"jwks_uri"`
+	ScopesSupported                   []string `json:"scopes_supported"`
+	ResponseTypesSupported            []string `json:"response_types_supported"`
+	GrantTypesSupported               []string `json:"grant_types_supported"`
+	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
+}
+
+// Document returns a handler serving body as a cacheable JSON document.
+// Clients and gateways may cache it for maxAge; keep maxAge shorter than the
+// time a new signing key is published before it signs.
+func Document(body []byte, maxAge time.Duration) http.Handler {
+	cacheControl := "public, max-age=" + strconv.Itoa(int(maxAge/time.Second))
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", cacheControl)
+		_, _ = w.Write(body)
+	})
+}
+
+// MetadataHandler serves m as JSON; an empty list is published as [], not
+// null.
+func MetadataHandler(m Metadata, maxAge time.Duration) (http.Handler, error) {
+	for _, list := range []*[]string{&m.ScopesSupported, &m.ResponseTypesSupported, &m.GrantTypesSupported, &m.TokenEndpointAuthMethodsSupported} {
+		if *list == nil {
+			*list = []string{}
+		}
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: marshal metadata: %w", err)
+	}
+	return Document(body, maxAge), nil
+}
