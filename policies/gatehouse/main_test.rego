@@ -1,0 +1,86 @@
+# Tests of the dispatcher gatehouse.main: what no domain package covers is
+# not_applicable, and every answer has the full decision shape.
+package gatehouse.main_test
+
+import data.gatehouse.main
+
+alice := {
+	"subject": "alice",
+	"client_id": "invoice-web",
+	"tenant": "acme",
+	"roles": ["billing_approver"],
+	"scopes": ["invoice:approve", "invoice:read", "invoice:write", "support:read"],
+}
+
+not_applicable(action, type) if {
+	d := main.decision with input as {
+		"principal": alice,
+		"action": action,
+		"resource": {"type": type, "id": "x-1", "tenant": "acme", "attributes": {}},
+	}
+	d == {
+		"decision": "not_applicable",
+		"reason_code": "no_applicable_policy",
+		"message": "no policy covers this action and resource type",
+		"required_scopes": [],
+		"obligations": [],
+	}
+}
+
+test_not_applicable_unknown_resource_type if {
+	not_applicable("ledger:read", "ledger")
+}
+
+test_not_applicable_uncovered_invoice_action if {
+	# invoice:approve is in the role matrix but no policy decides it yet.
+	not_applicable("invoice:approve", "invoice")
+}
+
+test_not_applicable_support_action if {
+	not_applicable("support:read", "support")
+}
+
+test_not_applicable_type_does_not_match_action if {
+	not_applicable("invoice:read", "support")
+}
+
+test_not_applicable_empty_input if {
+	main.decision.reason_code == "no_applicable_policy" with input as {}
+}
+
+test_decision_shape_on_allow if {
+	d := main.decision with input as {
+		"principal": alice,
+		"action": "invoice:read",
+		"resource": {"type": "invoice", "id": "inv-1001", "tenant": "acme", "attributes": {}},
+	}
+	object.keys(d) == {"decision", "reason_code", "message", "required_scopes", "obligations"}
+	d.decision == "allow"
+}
+
+test_decision_shape_on_deny if {
+	d := main.decision with input as {
+		"principal": alice,
+		"action": "invoice:read",
+		"resource": {"type": "invoice", "id": "inv-2001", "tenant": "globex", "attributes": {}},
+	}
+	object.keys(d) == {"decision", "reason_code", "message", "required_scopes", "obligations"}
+	d.decision == "deny"
+}
+
+test_role_matrix_matches_demo_seed if {
+	data.gatehouse.roles.billing_viewer.permissions == ["invoice:read"]
+	data.gatehouse.roles.billing_approver.permissions == ["invoice:read", "invoice:write", "invoice:approve"]
+	data.gatehouse.roles.support_agent.permissions == ["support:read", "support:impersonate", "invoice:read"]
+}
+
+test_scope_catalog_describes_every_scope if {
+	object.keys(data.gatehouse.scopes) == {
+		"openid", "profile", "offline_access",
+		"invoice:read", "invoice:write", "invoice:approve",
+		"support:read", "support:impersonate",
+	}
+	every _, s in data.gatehouse.scopes {
+		s.description != ""
+	}
+}

@@ -1,0 +1,190 @@
+// Package policy evaluates the PDP's Rego policy bundle with OPA. It loads
+// and compiles the bundle once, at start, and implements
+// decision.Evaluator: it turns a normalized decision.Request into the Rego
+// input, evaluates data.gatehouse.main.decision, and checks the answer's
+// shape before trusting it.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/gatehouse/gatehouse/services/pdp/internal/decision"
+)
+
+// Query is the one rule the PDP evaluates. It must be total: the bundle's
+// gatehouse.main package gives it a default.
+const Query = "data.gatehouse.main.decision"
+
+// ErrUnexpectedResult means the policy answered, but not with a decision
+// object of the documented shape.
+var ErrUnexpectedResult = errors.New("unexpected policy result")
+
+// Engine evaluates one compiled policy bundle. It is safe for concurrent use.
+type Engine struct {
+	query    rego.PreparedEvalQuery
+	revision string
+}
+
+// Load reads the bundle directory dir (files named *_test.rego are left
+// out), requires a revision in its .manifest, compiles it, and checks that
+// Query yields a well-formed decision for an empty input.
+func Load(ctx context.Context, dir string) (*Engine, error) {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("policy: bundle directory: %w", err)
+	}
+	if !info.IsDir() {
+		return nil, fmt.Errorf("policy: bundle directory %s is not a directory", dir)
+	}
+	loader := bundle.NewDirectoryLoader(dir).WithFilter(func(_ string, info fs.FileInfo, _ int) bool {
+		return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
+	})
+	b, err := bundle.NewCustomReader(loader).WithRegoVersion(ast.RegoV1).Read()
+	if err != nil {
+		return nil, fmt.Errorf("policy: read bundle %s: %w", dir, err)
+	}
+	if b.Manifest.Revision == "" {
+		return nil, fmt.Errorf("policy: bundle %s has no revision in its .manifest", dir)
+	}
+
+	// A decision depends on its input and the bundle alone: policies may not
+	// reach the network or the PDP's environment (opa.runtime exposes
+	// environment variables), so those built-ins fail compilation.
+	caps := ast.CapabilitiesForThisVersion()
+	caps.Builtins = slices.DeleteFunc(caps.Builtins, func(bi *ast.Builtin) bool {
+		switch bi.Name {
+		case "http.send", "net.lookup_ip_addr", "opa.runtime":
+			return true
+		}
+		return false
+	})
+	query, err := rego.New(
+		rego.Query(Query),
+		rego.ParsedBundle(dir, &b),
+		rego.Capabilities(caps),
+		rego.StrictBuiltinErrors(true),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy: compile bundle %s: %w", dir, err)
+	}
+
+	e := &Engine{query: query, revision: b.Manifest.Revision}
+	if _, err := e.eval(ctx, ast.NewObject()); err != nil {
+		return nil, fmt.Errorf("policy: bundle %s: %s must yield a decision for any input: %w", dir, Query, err)
+	}
+	return e, nil
+}
+
+// PolicyVersion returns the bundle's revision.
+func (e *Engine) PolicyVersion() string { return e.revision }
+
+// Evaluate decides a normalized request (see decision.Normalize).
+func (e *Engine) Evaluate(ctx context.Context, req decision.Request) (decision.Decision, error) {
+	return e.eval(ctx, Input(req))
+}
+
+func (e *Engine) eval(ctx context.Context, input ast.Value) (decision.Decision, error) {
+	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil {
+		return decision.Decision{}, fmt.Errorf("evaluate %s: %w", Query, err)
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return decision.Decision{}, fmt.Errorf("%w: %s is undefined", ErrUnexpectedResult, Query)
+	}
+	d, err := parseDecision(rs[0].Expressions[0].Value)
+	if err != nil {
+		return decision.Decision{}, err
+	}
+	d.PolicyVersion = e.revision
+	return d, nil
+}
+
+// Input returns the Rego input for a normalized request: the request's
+// fields under their protobuf (snake_case) names, every string and list
+// present (empty when unset), timestamps as RFC 3339 strings in UTC and
+// left out when unset, attributes as plain JSON values.
+func Input(req decision.Request) ast.Value {
+	p := req.Principal
+	actors := make([]*ast.Term, len(p.ActorChain))
+	for i, a := range p.ActorChain {
+		actors[i] = ast.ObjectTerm(
+			ast.Item(ast.InternedTerm("subject"), ast.StringTerm(a.Subject)),
+			ast.Item(ast.InternedTerm("client_id"), ast.StringTerm(a.ClientID)),
+		)
+	}
+	principal := ast.NewObject(
+		ast.Item(ast.InternedTerm("subject"), ast.StringTerm(p.Subject)),
+		ast.Item(ast.InternedTerm("tenant"), ast.StringTerm(p.Tenant)),
+		ast.Item(ast.InternedTerm("roles"), stringsTerm(p.Roles)),
+		ast.Item(ast.InternedTerm("scopes"), stringsTerm(p.Scopes)),
+		ast.Item(ast.InternedTerm("client_id"), ast.StringTerm(p.ClientID)),
+		ast.Item(ast.InternedTerm("acr"), ast.StringTerm(p.ACR)),
+		ast.Item(ast.InternedTerm("actor_chain"), ast.ArrayTerm(actors...)),
+	)
+	addTime(principal, "auth_time", p.AuthTime)
+
+	attrs := ast.NewObject()
+	for k, v := range req.Resource.Attributes {
+		attrs.Insert(ast.StringTerm(k), valueTerm(v))
+	}
+	resource := ast.NewObject(
+		ast.Item(ast.InternedTerm("type"), ast.StringTerm(req.Resource.Type)),
+		ast.Item(ast.InternedTerm("id"), ast.StringTerm(req.Resource.ID)),
+		ast.Item(ast.InternedTerm("tenant"), ast.StringTerm(req.Resource.Tenant)),
+		ast.Item(ast.InternedTerm("attributes"), ast.NewTerm(attrs)),
+	)
+
+	reqCtx := ast.NewObject(
+		ast.Item(ast.InternedTerm("request_id"), ast.StringTerm(req.Context.RequestID)),
+		ast.Item(ast.InternedTerm("source_ip"), ast.StringTerm(req.Context.SourceIP)),
+	)
+	addTime(reqCtx, "time", req.Context.Time)
+
+	return ast.NewObject(
+		ast.Item(ast.InternedTerm("principal"), ast.NewTerm(principal)),
+		ast.Item(ast.InternedTerm("action"), ast.StringTerm(req.Action)),
+		ast.Item(ast.InternedTerm("resource"), ast.NewTerm(resource)),
+		ast.Item(ast.InternedTerm("context"), ast.NewTerm(reqCtx)),
+	)
+}
+
+func stringsTerm(ss []string) *ast.Term {
+	terms := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		terms[i] = ast.StringTerm(s)
+	}
+	return ast.ArrayTerm(terms...)
+}
+
+func addTime(obj ast.Object, key string, t time.Time) {
+	if !t.IsZero() {
+		obj.Insert(ast.InternedTerm(key), ast.StringTerm(t.UTC().Format(time.RFC3339Nano)))
+	}
+}
+
+// valueTerm converts an attribute value that decision.Normalize accepted.
+func valueTerm(v any) *ast.Term {
+	switch v := v.(type) {
+	case string:
+		return ast.StringTerm(v)
+	case int64:
+		return ast.IntNumberTerm(int(v))
+	case bool:
+		return ast.BooleanTerm(v)
+	case float64:
+		return ast.FloatNumberTerm(v)
+	default:
+		return ast.NullTerm()
+	}
+}

@@ -1,0 +1,3 @@
+package gatehouse.main
+
+default decision := {
