@@ -1,0 +1,122 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/libs/telemetry"
+)
+
+// Store kinds accepted in Config.Store.
+const (
+	StorePostgres = "postgres"
+	StoreMemory   = "memory"
+)
+
+// Defaults of the flags.
+const (
+	DefaultHTTPAddr   = ":8091"
+	DefaultIssuer     = "http://localhost:8080"
+	DefaultAudience   = "gatehouse-api"
+	DefaultPDPURL     = "http://localhost:8081"
+	DefaultPDPTimeout = 250 * time.Millisecond
+)
+
+// Config is the invoice service's configuration. Every field has a flag
+// (and so an environment variable GATEHOUSE_INVOICE_<FLAG>, see
+// libs/serve/envflag); RegisterFlags sets the defaults.
+type Config struct {
+	// HTTPAddr is the listen address (flag http-addr).
+	HTTPAddr string
+	// Store is "postgres" or "memory" (dev only; flag store).
+	Store string
+	// DatabaseURL is the Postgres DSN, required with store postgres (flag database-url).
+	DatabaseURL string
+	// Issuer is the required iss of access tokens (flag issuer).
+	Issuer string
+	// JWKSURL is where the issuer's keys are fetched; empty means
+	// <Issuer>/.well-known/jwks.json (flag jwks-url). Inside compose it
+	// points at the issuer's internal address while Issuer stays the
+	// public identifier.
+	JWKSURL string
+	// Audience must appear in the aud of access tokens (flag audience).
+	Audience string
+	// PDPURL is the base URL of the PDP's DecisionService (flag pdp-url).
+	PDPURL string
+	// PDPTimeout bounds one decision; past it the request is denied with
+	// unavailable (flag pdp-timeout).
+	PDPTimeout time.Duration
+	// RequireGatewayHeaders makes the X-Gatehouse-* identity headers
+	// mandatory, so only requests that came through the gateway are served
+	// (flag require-gateway-headers). They must match the token either way.
+	RequireGatewayHeaders bool
+	// Demo seeds the demo invoices at start (flag demo). Idempotent.
+	Demo bool
+	// OTelExporter is none, stdout or otlp (flag otel-exporter).
+	OTelExporter string
+	// OTelEndpoint is the OTLP/HTTP collector host:port (flag otel-endpoint).
+	OTelEndpoint string
+	// OTelInsecure sends OTLP without TLS (flag otel-insecure).
+	OTelInsecure bool
+}
+
+// RegisterFlags sets c to the defaults and binds every field to a flag in fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.HTTPAddr, "http-addr", DefaultHTTPAddr, "listen address")
+	fs.StringVar(&c.Store, "store", StorePostgres, "store: postgres, or memory (dev only, loses everything on restart)")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres DSN (required with -store postgres)")
+	fs.StringVar(&c.Issuer, "issuer", DefaultIssuer, "required iss of access tokens")
+	fs.StringVar(&c.JWKSURL, "jwks-url", "", "issuer JWKS URL (default <issuer>/.well-known/jwks.json)")
+	fs.StringVar(&c.Audience, "audience", DefaultAudience, "required aud of access tokens")
+	fs.StringVar(&c.PDPURL, "pdp-url", DefaultPDPURL, "PDP base URL")
+	fs.DurationVar(&c.PDPTimeout, "pdp-timeout", DefaultPDPTimeout, "deadline of one PDP decision; past it the request is denied")
+	fs.BoolVar(&c.RequireGatewayHeaders, "require-gateway-headers", true, "require the gateway's X-Gatehouse-* identity headers (they must match the token either way)")
+	fs.BoolVar(&c.Demo, "demo", false, "seed the demo invoices (idempotent)")
+	fs.StringVar(&c.OTelExporter, "otel-exporter", telemetry.ExporterNone, "trace exporter: none, stdout or otlp")
+	fs.StringVar(&c.OTelEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port")
+	fs.BoolVar(&c.OTelInsecure, "otel-insecure", false, "send OTLP without TLS")
+}
+
+// withDefaults fills the fields whose default derives from another.
+func (c Config) withDefaults() Config {
+	if c.JWKSURL == "" {
+		c.JWKSURL = strings.TrimSuffix(c.Issuer, "/") + "/.well-known/jwks.json"
+	}
+	if c.Audience == "" {
+		c.Audience = DefaultAudience
+	}
+	if c.PDPTimeout == 0 {
+		c.PDPTimeout = DefaultPDPTimeout
+	}
+	return c
+}
+
+// validate checks c (after withDefaults) before anything is started.
+func (c Config) validate() error {
+	var errs []error
+	switch c.Store {
+	case StorePostgres:
+		if c.DatabaseURL == "" {
+			errs = append(errs, errors.New("-database-url is required with -store postgres"))
+		}
+	case StoreMemory:
+	default:
+		errs = append(errs, fmt.Errorf("-store %q: want postgres or memory", c.Store))
+	}
+	if c.Issuer == "" {
+		errs = append(errs, errors.New("-issuer is required"))
+	}
+	for _, f := range []struct{ name, raw string }{{"jwks-url", c.JWKSURL}, {"pdp-url", c.PDPURL}} {
+		if u, err := url.Parse(f.raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("-%s %q: want an absolute http(s) URL", f.name, f.raw))
+		}
+	}
+	if c.PDPTimeout < 0 {
+		errs = append(errs, errors.New("-pdp-timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,41 @@
+// Package demoseed holds the demo invoices that tutorials, e2e suites and
+// outside checks rely on (DESIGN.md, "Demo seed"). Keep them stable.
+package demoseed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gatehouse/gatehouse/services/invoice/internal/invoice"
+)
+
+// Invoices returns the demo invoices. Their ids and create times are fixed,
+// so seeding is idempotent and listings come out in a known order.
+func Invoices() []invoice.Invoice {
+	at := func(day int) time.Time { return time.Date(2026, 1, day, 9, 0, 0, 0, time.UTC) }
+	return []invoice.Invoice{
+		{ID: "inv_demo_acme_1", Tenant: "acme", Customer: "Initech", AmountCents: 120_000, Currency: "EUR",
+			Status: invoice.StatusDraft, CreatedBy: "billing-bot", CreateTime: at(5)},
+		// Large enough that approving it will need step-up authentication
+		// (a later issue's demo).
+		{ID: "inv_demo_acme_2", Tenant: "acme", Customer: "Umbrella Corp", AmountCents: 2_500_000, Currency: "EUR",
+			Status: invoice.StatusDraft, CreatedBy: "billing-bot", CreateTime: at(6)},
+		{ID: "inv_demo_acme_3", Tenant: "acme", Customer: "Hooli", AmountCents: 48_050, Currency: "EUR",
+			Status: invoice.StatusDraft, CreatedBy: "billing-bot", CreateTime: at(7)},
+		{ID: "inv_demo_globex_1", Tenant: "globex", Customer: "Soylent", AmountCents: 990_000, Currency: "USD",
+			Status: invoice.StatusDraft, CreatedBy: "carol", CreateTime: at(5)},
+	}
+}
+
+// Seed stores the demo invoices; those already present are left as they
+// are, so running it at every start is safe.
+func Seed(ctx context.Context, store invoice.Store) error {
+	for _, inv := range Invoices() {
+		if err := store.Create(ctx, inv); err != nil && !errors.Is(err, invoice.ErrDuplicateID) {
+			return fmt.Errorf("seed demo invoice %s: %w", inv.ID, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package invoice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNoCaller means a request reached the service without a verified
+// caller: a wiring bug, answered as unauthenticated, never served.
+var ErrNoCaller = errors.New("no verified caller")
+
+// Actions the service asks its Authorizer about ("<resource_type>:<verb>").
+const (
+	ActionRead  = "invoice:read"
+	ActionWrite = "invoice:write"
+)
+
+// ResourceType is the authorization resource type of invoices.
+const ResourceType = "invoice"
+
+// Caller is the verified principal a request runs as. Its Tenant scopes
+// every store query and every new invoice; it comes from the verified
+// token, never from the request.
+type Caller struct {
+	Subject string
+	Tenant  string
+}
+
+// Resource is what a Check is about.
+type Resource struct {
+	Type string
+	// ID is empty for collection-level checks (create, list).
+	ID     string
+	Tenant string
+	// Attributes are facts a policy may use; values are int64 or string.
+	Attributes map[string]any
+}
+
+// Check is one authorization question.
+type Check struct {
+	Action   string
+	Resource Resource
+}
+
+// Authorizer decides Checks; the policy lives behind it, not here.
+type Authorizer interface {
+	// Authorize returns nil only when the action is permitted. Any error (a
+	// denial, an unreachable decision point) means no; the service returns
+	// it wrapped, so the adapter that made it can map it to its transport.
+	Authorize(ctx context.Context, c Check) error
+}
+
+// Store persists invoices. Every read is scoped to one tenant.
+type Store interface {
+	// Create inserts inv, or returns ErrDuplicateID when its id is taken
+	// (in any tenant).
+	Create(ctx context.Context, inv Invoice) error
+	// Get returns the invoice id of tenant, or ErrNotFound, also when the
+	// id belongs to another tenant.
+	Get(ctx context.Context, tenant, id string) (Invoice, error)
+	// List returns up to limit invoices of tenant ordered by (CreateTime,
+	// ID), starting strictly after after when it is not nil. limit must
+	// be positive.
+	List(ctx context.Context, tenant string, after *Cursor, limit int) ([]Invoice, error)
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+}
+
+// Service runs the invoice use cases: validate, authorize, then touch the
+// store, always within the caller's tenant. It is safe for concurrent use.
+type Service struct {
+	store Store
+	authz Authorizer
+	now   func() time.Time
+}
+
+// NewService returns a Service over store that asks authz before every
+// operation.
+func NewService(store Store, authz Authorizer) *Service {
+	return &Service{store: store, authz: authz, now: time.Now}
+}
+
+// Create stores a new draft invoice in the caller's tenant, created by the
+// caller, after the caller is permitted invoice:write for its amount and
+// currency.
+func (s *Service) Create(ctx context.Context, caller Caller, d Draft) (Invoice, error) {
+	if err := caller.check(); err != nil {
+		return Invoice{}, err
+	}
+	d, err := d.Normalize()
+	if err != nil {
+		return Invoice{}, err
+	}
+	if err := s.authorize(ctx, ActionWrite, Resource{
+		Type:   ResourceType,
+		Tenant: caller.Tenant,
+		Attributes: map[string]any{
+			"amount_cents": d.AmountCents,
+			"currency":     d.Currency,
+		},
+	}); err != nil {
+		return Invoice{}, err
+	}
+	inv := Invoice{
+		ID:          NewID(),
+		Tenant:      caller.Tenant,
+		Customer:    d.Customer,
+		AmountCents: d.AmountCents,
+		Currency:    d.Currency,
+		Status:      StatusDraft,
+		CreatedBy:   caller.Subject,
+		CreateTime:  s.now().UTC().Truncate(time.Microsecond),
+	}
+	if err := s.store.Create(ctx, inv); err != nil {
+		return Invoice{}, fmt.Errorf("create invoice: %w", err)
+	}
+	return inv, nil
+}
+
+// Get returns invoice id of the caller's tenant once the caller is
+// permitted invoice:read on it. Another tenant's invoice is ErrNotFound.
+func (s *Service) Get(ctx context.Context, caller Caller, id string) (Invoice, error) {
+	if err := caller.check(); err != nil {
+		return Invoice{}, err
+	}
+	if err := ValidateID(id); err != nil {
+		return Invoice{}, err
+	}
+	inv, err := s.store.Get(ctx, caller.Tenant, id)
+	if errors.Is(err, ErrNotFound) {
+		// "Not found" goes only to callers who may read their tenant's
+		// invoices at all; anyone else is denied as they would be for an
+		// existing id, so the answer reveals nothing about which ids exist.
+		if aerr := s.authorize(ctx, ActionRead, Resource{Type: ResourceType, Tenant: caller.Tenant}); aerr != nil {
+			return Invoice{}, aerr
+		}
+		return Invoice{}, err
+	}
+	if err != nil {
+		return Invoice{}, fmt.Errorf("get invoice: %w", err)
+	}
+	if err := s.authorize(ctx, ActionRead, Resource{
+		Type:   ResourceType,
+		ID:     inv.ID,
+		Tenant: inv.Tenant,
+		Attributes: map[string]any{
+			"amount_cents": inv.AmountCents,
+			"created_by":   inv.CreatedBy,
+			"status":       string(inv.Status),
+		},
+	}); err != nil {
+		return Invoice{}, err
+	}
+	return inv, nil
+}
+
+// List returns a page of the caller's tenant's invoices, oldest first,
+// once the caller is permitted invoice:read on the tenant's invoices.
+// pageSize 0 means DefaultPageSize; larger than MaxPageSize means
+// MaxPageSize. pageToken is empty or a previous page's NextPageToken.
+//
+// The check is collection-level: a caller who may read the tenant's
+// invoices sees every one of them. Per-invoice filtering (BatchCheck over
+// the page) comes with a later issue.
+func (s *Service) List(ctx context.Context, caller Caller, pageSize int, pageToken string) (Page, error) {
+	if err := caller.check(); err != nil {
+		return Page{}, err
+	}
+	limit, err := clampPageSize(pageSize)
+	if err != nil {
+		return Page{}, err
+	}
+	var after *Cursor
+	if pageToken != "" {
+		c, err := DecodePageToken(pageToken)
+		if err != nil {
+			return Page{}, err
+		}
+		after = &c
+	}
+	if err := s.authorize(ctx, ActionRead, Resource{Type: ResourceType, Tenant: caller.Tenant}); err != nil {
+		return Page{}, err
+	}
+	invs, err := s.store.List(ctx, caller.Tenant, after, limit+1)
+	if err != nil {
+		return Page{}, fmt.Errorf("list invoices: %w", err)
+	}
+	page := Page{Invoices: invs}
+	if len(invs) > limit {
+		page.Invoices = invs[:limit]
+		last := page.Invoices[limit-1]
+		page.NextPageToken = EncodePageToken(Cursor{CreateTime: last.CreateTime, ID: last.ID})
+	}
+	return page, nil
+}
+
+func (s *Service) authorize(ctx context.Context, action string, res Resource) error {
+	if err := s.authz.Authorize(ctx, Check{Action: action, Resource: res}); err != nil {
+		return fmt.Errorf("authorize %s: %w", action, err)
+	}
+	return nil
+}
+
+func (c Caller) check() error {
+	if c.Subject == "" || c.Tenant == "" {
+		return ErrNoCaller
+	}
+	return nil
+}
