@@ -3,6 +3,7 @@ package enforce_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -108,6 +109,9 @@ func TestErrors(t *testing.T) {
 			t.Parallel()
 			if tc.err.Code() != tc.code || enforce.ReasonOf(tc.err) != tc.reason {
 				t.Fatalf("got %v / %q", tc.err.Code(), enforce.ReasonOf(tc.err))
+			}
+			if tc.reason == reason.InsufficientScope && !strings.Contains(fmt.Sprint(tc.err.Details()[0].Value()), "invoice:read") {
+				t.Fatal("the required scope is not in the ErrorInfo metadata")
 			}
 			got := tc.err.Meta().Get("WWW-Authenticate")
 			if tc.authHeader == "" && got != "" || !strings.Contains(got, tc.authHeader) {

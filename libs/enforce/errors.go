@@ -41,9 +41,16 @@ func Denied(ctx context.Context, d Decision) *connect.Error {
 	if d.Message != "" {
 		msg = d.Message
 	}
-	err := newError(ctx, connect.CodePermissionDenied, code, msg, meta)
+	scope := ""
 	if code == reason.InsufficientScope && len(d.RequiredScopes) > 0 {
-		err.Meta().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="gatehouse", error="insufficient_scope", scope="%s"`, quoteSafe(strings.Join(d.RequiredScopes, " "))))
+		// Also in the detail: gRPC carries metadata in trailers, where
+		// net/http drops WWW-Authenticate.
+		scope = quoteSafe(strings.Join(d.RequiredScopes, " "))
+		meta["scope"] = scope
+	}
+	err := newError(ctx, connect.CodePermissionDenied, code, msg, meta)
+	if scope != "" {
+		err.Meta().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="gatehouse", error="insufficient_scope", scope="%s"`, scope))
 	}
 	return err
 }

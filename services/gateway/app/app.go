@@ -131,11 +131,13 @@ func build(cfg Config, logger *slog.Logger, tel *telemetry.Telemetry, upstreams 
 	return &App{cfg: cfg, tel: tel, handler: mux}, nil
 }
 
-// h2cTransport speaks cleartext HTTP/2 to upstreams: gRPC needs HTTP/2, and
-// Gatehouse's services all accept it (libs/serve).
+// h2cTransport speaks HTTP/2 to upstreams (gRPC needs it): cleartext HTTP/2
+// to http:// URLs, which Gatehouse's services accept (libs/serve), and HTTP/2
+// over TLS to https:// ones.
 func h2cTransport() *http.Transport {
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Protocols = &protocols
 	t.ResponseHeaderTimeout = 30 * time.Second

@@ -6,8 +6,8 @@ import (
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/gatehouse/gatehouse/services/gateway/internal/route"
 	invoicev1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1"
+	"github.com/gatehouse/gatehouse/services/gateway/internal/route"
 )
 
 // TestDefaultCoversEveryProcedure fails when a service behind the gateway
