@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/emptypb"
+
 	"github.com/gatehouse/gatehouse/libs/telemetry"
 )
 
@@ -106,5 +109,21 @@ func TestStdoutExporterWritesSpans(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "exported-span") {
 		t.Fatalf("span not exported: %s", out.String())
+	}
+}
+
+func TestAccessLogWritesOneLinePerCall(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	logger := telemetry.NewLogger(&logs, "svc", slog.LevelInfo)
+	handler := telemetry.AccessLog(logger)(func(context.Context, connect.AnyRequest) (connect.AnyResponse, error) {
+		return nil, connect.NewError(connect.CodePermissionDenied, nil)
+	})
+	_, err := handler(t.Context(), connect.NewRequest(&emptypb.Empty{}))
+	if connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("the interceptor changed the error: %v", err)
+	}
+	if !strings.Contains(logs.String(), `"code":"permission_denied"`) {
+		t.Fatalf("log line: %s", logs.String())
 	}
 }

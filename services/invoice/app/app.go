@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 	path, rpc := invoicev1connect.NewInvoiceServiceHandler(
 		invoicerpc.NewHandler(svc, logger),
-		connect.WithInterceptors(otelInterceptor, enforce.NewAuthenticator(verifier, logger, cfg.RequireGatewayHeaders)),
+		connect.WithInterceptors(otelInterceptor, telemetry.AccessLog(logger), enforce.NewAuthenticator(verifier, logger, cfg.RequireGatewayHeaders)),
 		connect.WithReadMaxBytes(maxRequestBytes),
 	)
 	mux := http.NewServeMux()
