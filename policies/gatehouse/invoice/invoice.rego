@@ -60,9 +60,10 @@ role_ok if {
 }
 
 # client_acting_for_itself holds for client_credentials tokens, whose subject
-# is the client (RFC 9068 section 2.2). A principal without a client_id is
-# treated as a user.
+# is the client (RFC 9068 section 2.2) and which nobody acts through. A
+# principal without a client_id, or with an actor chain, is treated as a user.
 client_acting_for_itself if {
 	input.principal.client_id != ""
 	input.principal.subject == input.principal.client_id
+	count(object.get(input.principal, "actor_chain", [])) == 0
 }

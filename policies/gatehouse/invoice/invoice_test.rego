@@ -64,6 +64,12 @@ test_allow_client_acting_for_itself_reads if {
 	d.obligations == []
 }
 
+test_deny_client_shaped_principal_with_actor_chain if {
+	d := decide(object.union(billing_bot, {"actor_chain": [{"subject": "mallory"}]}), "invoice:write", acme_invoice)
+	d.decision == "deny"
+	d.reason_code == "role_not_permitted"
+}
+
 test_allow_client_acting_for_itself_writes if {
 	decide(billing_bot, "invoice:write", acme_invoice).decision == "allow"
 }

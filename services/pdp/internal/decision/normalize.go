@@ -108,7 +108,13 @@ func Normalize(req Request) (Request, error) {
 	if req.Resource.Type != resourceType {
 		return Request{}, invalid("resource.type", "must equal the action's resource type")
 	}
+	// A collection-level check (no id) is about the principal's own tenant.
+	// A check on one resource must say whose it is: guessing the principal's
+	// tenant would turn a forgotten attribute into a same-tenant allow.
 	if req.Resource.Tenant == "" {
+		if req.Resource.ID != "" {
+			return Request{}, missing("resource.tenant")
+		}
 		req.Resource.Tenant = p.Tenant
 	}
 	if req.Context.SourceIP != "" {

@@ -37,6 +37,7 @@ func TestNormalizeRejects(t *testing.T) {
 	}{
 		{"no subject", func(r *decision.Request) { r.Principal.Subject = "" }, decision.ErrMissingAttribute, "principal.subject"},
 		{"no tenant", func(r *decision.Request) { r.Principal.Tenant = "" }, decision.ErrMissingAttribute, "principal.tenant"},
+		{"resource id without tenant", func(r *decision.Request) { r.Resource.Tenant = "" }, decision.ErrMissingAttribute, "resource.tenant"},
 		{"no action", func(r *decision.Request) { r.Action = "" }, decision.ErrMissingAttribute, "action"},
 		{"no resource type", func(r *decision.Request) { r.Resource.Type = "" }, decision.ErrMissingAttribute, "resource.type"},
 		{"missing wins over malformed", func(r *decision.Request) { r.Principal.Subject = ""; r.Action = "bad" }, decision.ErrMissingAttribute, "principal.subject"},
@@ -104,6 +105,7 @@ func TestNormalize(t *testing.T) {
 	in := valid()
 	in.Action = "Invoice:READ"
 	in.Resource.Type = "INVOICE"
+	in.Resource.ID = ""
 	in.Resource.Tenant = ""
 	in.Principal.Roles = []string{"support_agent", "billing_viewer", "support_agent"}
 	in.Principal.Scopes = []string{"openid", "invoice:read", "openid"}

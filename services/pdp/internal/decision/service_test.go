@@ -101,6 +101,7 @@ func TestDecideEvaluatesNormalizedRequest(t *testing.T) {
 	req := valid()
 	req.Action = "INVOICE:Read"
 	req.Resource.Type = "Invoice"
+	req.Resource.ID = ""
 	req.Resource.Tenant = ""
 	newService(t, eval, &bytes.Buffer{}).Decide(t.Context(), req)
 	if eval.got.Action != "invoice:read" || eval.got.Resource.Type != "invoice" || eval.got.Resource.Tenant != "acme" {
