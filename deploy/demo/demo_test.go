@@ -32,10 +32,11 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// TestDemoServesTheFlowWithOneTrace runs the whole demo in-process (on its
-// documented ports), performs the README's flow, and checks that one W3C
-// trace started by the client reaches the gateway, the invoice service and
-// the PDP (which is asked twice: by the gateway and by the invoice service).
+// TestDemoServesTheFlowWithOneTrace runs the whole demo in-process, performs
+// the README's flow, and checks that the trace the gateway starts reaches
+// the invoice service and the PDP (asked twice: by the gateway and by the
+// invoice service) through W3C trace context, and that the client's own
+// traceparent did not become ours (the gateway is a public endpoint).
 func TestDemoServesTheFlowWithOneTrace(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var logs lockedBuffer
@@ -58,12 +59,12 @@ func TestDemoServesTheFlowWithOneTrace(t *testing.T) {
 	}
 
 	token := clientCredentials(t, "reporting-job", "reporting-job-secret", "invoice:read")
-	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	const clientTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost,
 		"http://localhost:18000/gatehouse.invoice.v1.InvoiceService/ListInvoices", strings.NewReader("{}"))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	req.Header.Set("traceparent", "00-"+clientTraceID+"-00f067aa0ba902b7-01")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -74,13 +75,20 @@ func TestDemoServesTheFlowWithOneTrace(t *testing.T) {
 		t.Fatalf("list invoices: %d %s", resp.StatusCode, body)
 	}
 
-	// Which services logged a record under the client's trace? The gateway
-	// logs after the response is sent, so wait (bounded) for the records.
+	requestID := resp.Header.Get("X-Request-Id")
+
+	// The gateway logs the request (with its trace id) after the response is
+	// sent, so wait, bounded, for the records.
+	var traceID string
 	var seen map[string]int
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if seen = recordsWithTrace(logs.String(), traceID); seen["gateway"] > 0 && seen["invoice"] > 0 && seen["pdp"] >= 2 {
+		traceID = traceOfRequest(logs.String(), requestID)
+		if seen = recordsWithTrace(logs.String(), traceID); traceID != "" && seen["gateway"] > 0 && seen["invoice"] > 0 && seen["pdp"] >= 2 {
 			break
 		}
+	}
+	if traceID == "" || traceID == clientTraceID {
+		t.Fatalf("gateway trace id %q for request %q: must exist and not be the client's", traceID, requestID)
 	}
 	if seen["gateway"] == 0 || seen["invoice"] == 0 || seen["pdp"] < 2 {
 		t.Fatalf("trace %s did not cross gateway -> pdp and gateway -> invoice -> pdp; records per service: %v", traceID, seen)
@@ -88,6 +96,23 @@ func TestDemoServesTheFlowWithOneTrace(t *testing.T) {
 	if strings.Contains(logs.String(), token) || strings.Contains(logs.String(), "reporting-job-secret") {
 		t.Fatal("logs contain the token or the client secret")
 	}
+}
+
+// traceOfRequest finds the trace id the gateway logged for requestID.
+func traceOfRequest(logs, requestID string) string {
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var rec struct {
+			Service   string `json:"service"`
+			RequestID string `json:"request_id"`
+			TraceID   string `json:"trace_id"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Service == "gateway" && rec.RequestID == requestID && requestID != "" {
+			return rec.TraceID
+		}
+	}
+	return ""
 }
 
 // recordsWithTrace counts, per service, the JSON log records of traceID.

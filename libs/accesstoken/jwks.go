@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,9 @@ import (
 
 // maxJWKSBytes bounds the key-set document we read from the issuer.
 const maxJWKSBytes = 1 << 20
+
+// fetchTimeout bounds one fetch of the key set.
+const fetchTimeout = 5 * time.Second
 
 // JWKSConfig configures a JWKS.
 type JWKSConfig struct {
@@ -93,7 +97,14 @@ func (j *JWKS) Ready(ctx context.Context) error {
 	if _, _, loaded := j.lookup(""); loaded {
 		return nil
 	}
-	return j.refresh(ctx)
+	err := j.refresh(ctx)
+	if _, _, loaded := j.lookup(""); loaded {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("no key set fetched yet")
+	}
+	return fmt.Errorf("%w: %v", ErrKeysUnavailable, err)
 }
 
 func (j *JWKS) lookup(kid string) (key *jose.JSONWebKey, fresh, loaded bool) {
@@ -117,8 +128,13 @@ func (j *JWKS) refresh(ctx context.Context) error {
 		return nil
 	}
 
+	// The fetch serves every waiting caller, not just this one: it must not
+	// die with this caller's context (a client that hangs up would otherwise
+	// use up the refetch window for everyone). It has its own deadline.
+	fetchCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+	defer cancel()
 	now := j.cfg.Now()
-	keys, err := j.fetch(ctx)
+	keys, err := j.fetch(fetchCtx)
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.triedAt = now

@@ -30,19 +30,28 @@ var (
 	ErrNotYetValid     = errors.New("accesstoken: not yet valid")
 	ErrMissingClaim    = errors.New("accesstoken: required claim missing")
 	ErrKeysUnavailable = errors.New("accesstoken: issuer keys unavailable")
+	ErrLifetime        = errors.New("accesstoken: lifetime longer than allowed")
+	ErrSenderBound     = errors.New("accesstoken: sender-constrained token (cnf) not supported here")
 )
 
 // MaxTokenBytes bounds the size of a token we are willing to parse. Gatehouse
 // tokens are well under 2 KiB; anything larger is refused before decoding.
 const MaxTokenBytes = 8 << 10
 
-// allowedAlgorithms is the signature allow-list: never none, never HMAC.
-var allowedAlgorithms = []jose.SignatureAlgorithm{jose.ES256}
+// allowedAlgorithms returns the signature allow-list: never none, never HMAC.
+func allowedAlgorithms() []jose.SignatureAlgorithm { return []jose.SignatureAlgorithm{jose.ES256} }
 
-// allowedHeaders are the only JOSE header parameters an access token may
-// carry. Anything else (jku, x5u, x5c, jwk, crit, b64...) could point the
-// verifier at an attacker's key or change how the signature is computed.
-var allowedHeaders = map[string]bool{"alg": true, "kid": true, "typ": true}
+// headerAllowed reports whether a JOSE header parameter may appear in an
+// access token. Anything but alg, kid and typ (jku, x5u, x5c, jwk, crit,
+// b64...) could point the verifier at an attacker's key or change how the
+// signature is computed.
+func headerAllowed(name string) bool {
+	switch name {
+	case "alg", "kid", "typ":
+		return true
+	}
+	return false
+}
 
 // Config configures a Verifier.
 type Config struct {
@@ -54,6 +63,10 @@ type Config struct {
 	Keys KeySource
 	// Leeway tolerates clock skew on exp, nbf and iat. Default 30s.
 	Leeway time.Duration
+	// MaxLifetime is the longest exp - iat accepted. Default one hour: access
+	// tokens are short-lived (five minutes by default), so a token valid for
+	// longer was not issued under Gatehouse's profile.
+	MaxLifetime time.Duration
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
 }
@@ -83,6 +96,9 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Leeway == 0 {
 		cfg.Leeway = 30 * time.Second
 	}
+	if cfg.MaxLifetime == 0 {
+		cfg.MaxLifetime = time.Hour
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -100,6 +116,10 @@ type wireClaims struct {
 	AMR      []string   `json:"amr"`
 	AuthTime int64      `json:"auth_time"`
 	Act      *wireActor `json:"act"`
+	// Cnf binds the token to a key (RFC 7800, RFC 9449 DPoP). This verifier
+	// cannot check a proof of possession, so a bound token is refused rather
+	// than accepted as a plain bearer token.
+	Cnf json.RawMessage `json:"cnf"`
 }
 
 type wireActor struct {
@@ -120,7 +140,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if err := checkHeader(raw); err != nil {
 		return nil, err
 	}
-	tok, err := jwt.ParseSigned(raw, allowedAlgorithms)
+	tok, err := jwt.ParseSigned(raw, allowedAlgorithms())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
@@ -154,7 +174,7 @@ func checkHeader(raw string) error {
 		return fmt.Errorf("%w: header json", ErrMalformed)
 	}
 	for k := range hdr {
-		if !allowedHeaders[k] {
+		if !headerAllowed(k) {
 			return fmt.Errorf("%w: %q", ErrHeader, k)
 		}
 	}
@@ -187,6 +207,10 @@ func (v *Verifier) checkClaims(wc *wireClaims) (*Claims, error) {
 		return nil, ErrNotYetValid
 	case now.Add(v.cfg.Leeway).Before(wc.IssuedAt.Time()):
 		return nil, fmt.Errorf("%w: issued in the future", ErrNotYetValid)
+	case wc.Expiry.Time().Sub(wc.IssuedAt.Time()) > v.cfg.MaxLifetime:
+		return nil, ErrLifetime
+	case len(wc.Cnf) > 0 && string(wc.Cnf) != "null":
+		return nil, ErrSenderBound
 	}
 	c := &Claims{
 		Issuer:   wc.Issuer,

@@ -100,6 +100,8 @@ func TestVerifyRejects(t *testing.T) {
 		{"no exp", iss.Mint(t, map[string]any{"exp": nil}, nil), accesstoken.ErrMissingClaim},
 		{"no tenant", iss.Mint(t, map[string]any{"tenant": nil}, nil), accesstoken.ErrMissingClaim},
 		{"no client_id", iss.Mint(t, map[string]any{"client_id": nil}, nil), accesstoken.ErrMissingClaim},
+		{"one-year lifetime", iss.Mint(t, map[string]any{"exp": now.Add(365 * 24 * time.Hour).Unix()}, nil), accesstoken.ErrLifetime},
+		{"DPoP-bound (cnf)", iss.Mint(t, map[string]any{"cnf": map[string]any{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}, nil), accesstoken.ErrSenderBound},
 		{"actor without sub", iss.Mint(t, map[string]any{"act": map[string]any{"client_id": "x"}}, nil), accesstoken.ErrMissingClaim},
 	}
 	for _, tc := range tests {
@@ -163,6 +165,37 @@ func TestRotationPicksUpNewKey(t *testing.T) {
 	mu.Unlock()
 	if _, err := v.Verify(t.Context(), iss.Mint(t, nil, nil)); err != nil {
 		t.Fatalf("token under rotated key rejected: %v", err)
+	}
+}
+
+// TestCancelledCallerDoesNotPoisonTheCache: a caller that hangs up while a
+// fetch runs must not use up the refetch window for everyone else.
+func TestCancelledCallerDoesNotPoisonTheCache(t *testing.T) {
+	t.Parallel()
+	iss := accesstokentest.NewIssuer(t)
+	v := newVerifier(t, iss)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := v.Verify(ctx, iss.Mint(t, nil, nil)); err != nil && !errors.Is(err, accesstoken.ErrKeysUnavailable) {
+		t.Fatalf("cancelled caller: %v", err)
+	}
+	if _, err := v.Verify(t.Context(), iss.Mint(t, nil, nil)); err != nil {
+		t.Fatalf("the next caller is refused after a cancelled one: %v", err)
+	}
+}
+
+func TestReadyFailsWithoutKeys(t *testing.T) {
+	t.Parallel()
+	jwks, _ := accesstoken.NewJWKS(accesstoken.JWKSConfig{URL: "http://127.0.0.1:1/jwks"})
+	for range 2 { // the second call is inside the refetch window: still not ready
+		if err := jwks.Ready(t.Context()); !errors.Is(err, accesstoken.ErrKeysUnavailable) {
+			t.Fatalf("Ready without keys = %v", err)
+		}
+	}
+	iss := accesstokentest.NewIssuer(t)
+	good, _ := accesstoken.NewJWKS(accesstoken.JWKSConfig{URL: iss.JWKSURL()})
+	if err := good.Ready(t.Context()); err != nil {
+		t.Fatalf("Ready with a reachable issuer: %v", err)
 	}
 }
 

@@ -37,8 +37,27 @@ type Decision struct {
 	DecisionID     string
 }
 
-// Allowed reports whether the decision permits: only ALLOW does.
-func (d Decision) Allowed() bool { return d.State == authzv1.Decision_DECISION_ALLOW }
+// Allowed reports whether the decision permits: only an ALLOW without
+// obligations does. This SDK fulfils no obligation yet, so an ALLOW that
+// carries one is not a permit (fail closed, never half-enforced); Denied
+// explains it (a step_up becomes an RFC 9470 challenge).
+func (d Decision) Allowed() bool {
+	return d.State == authzv1.Decision_DECISION_ALLOW && len(d.Obligations) == 0
+}
+
+// ObligationStepUp is the obligation type asking the caller to re-authenticate
+// with params "acr" (required acr values) and "max_age" (seconds).
+const ObligationStepUp = "step_up"
+
+// stepUp returns the decision's step_up obligation, if any.
+func (d Decision) stepUp() (*authzv1.Obligation, bool) {
+	for _, o := range d.Obligations {
+		if o.GetType() == ObligationStepUp {
+			return o, true
+		}
+	}
+	return nil, false
+}
 
 // Client asks the PDP for decisions with a bounded timeout.
 type Client struct {

@@ -56,6 +56,8 @@ func TestClientCheck(t *testing.T) {
 		wantReason  string
 	}{
 		{"allow", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_ALLOW, ReasonCode: reason.Allowed}}, true, false, reason.Allowed},
+		{"allow with an obligation does not permit", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_ALLOW,
+			Obligations: []*authzv1.Obligation{{Type: "step_up"}}}}, false, false, ""},
 		{"deny", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_DENY, ReasonCode: reason.TenantMismatch}}, false, false, reason.TenantMismatch},
 		{"not applicable denies", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_NOT_APPLICABLE}}, false, false, ""},
 		{"indeterminate denies", &fakePDP{resp: &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_INDETERMINATE}}, false, false, ""},
@@ -103,6 +105,14 @@ func TestErrors(t *testing.T) {
 		{"tenant mismatch has no challenge", enforce.Denied(ctx, enforce.Decision{ReasonCode: reason.TenantMismatch}), connect.CodePermissionDenied, reason.TenantMismatch, ""},
 		{"empty reason denies with evaluation_error", enforce.Denied(ctx, enforce.Decision{}), connect.CodePermissionDenied, reason.EvaluationError, ""},
 		{"unavailable", enforce.Unavailable(ctx, reason.PDPUnavailable), connect.CodeUnavailable, reason.PDPUnavailable, ""},
+		{"step up", enforce.Denied(ctx, enforce.Decision{State: authzv1.Decision_DECISION_DENY, ReasonCode: reason.StepUpRequired,
+			Obligations: []*authzv1.Obligation{{Type: enforce.ObligationStepUp, Params: map[string]string{"acr": "mfa", "max_age": "300"}}}}),
+			connect.CodeUnauthenticated, reason.StepUpRequired, `error="insufficient_user_authentication", acr_values="mfa", max_age=300`},
+		{"allow with step up is a challenge, not a pass", enforce.Denied(ctx, enforce.Decision{State: authzv1.Decision_DECISION_ALLOW,
+			Obligations: []*authzv1.Obligation{{Type: enforce.ObligationStepUp, Params: map[string]string{"acr": "mfa"}}}}),
+			connect.CodeUnauthenticated, reason.StepUpRequired, `error="insufficient_user_authentication", acr_values="mfa"`},
+		{"allow with an unknown obligation", enforce.Denied(ctx, enforce.Decision{State: authzv1.Decision_DECISION_ALLOW,
+			Obligations: []*authzv1.Obligation{{Type: "redact"}}}), connect.CodePermissionDenied, reason.UnsupportedObligation, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/libs/enforce/reason"
 	"github.com/gatehouse/gatehouse/libs/telemetry"
+	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
 )
 
 // ErrorDomain is the ErrorInfo domain of every Gatehouse edge error.
@@ -27,7 +29,10 @@ func Unauthenticated(ctx context.Context, code string) *connect.Error {
 }
 
 // Denied is the error for a decision that does not permit. A missing scope
-// adds WWW-Authenticate: Bearer error="insufficient_scope", scope="...".
+// adds WWW-Authenticate: Bearer error="insufficient_scope", scope="..."; a
+// step_up obligation becomes RFC 9470's 401 insufficient_user_authentication
+// challenge; an ALLOW with an obligation this SDK cannot fulfil is denied as
+// unsupported_obligation.
 func Denied(ctx context.Context, d Decision) *connect.Error {
 	code := d.ReasonCode
 	if code == "" {
@@ -36,6 +41,12 @@ func Denied(ctx context.Context, d Decision) *connect.Error {
 	meta := map[string]string{}
 	if d.DecisionID != "" {
 		meta["decision_id"] = d.DecisionID
+	}
+	if o, ok := d.stepUp(); ok {
+		return stepUpChallenge(ctx, o, meta)
+	}
+	if d.State == authzv1.Decision_DECISION_ALLOW {
+		return newError(ctx, connect.CodePermissionDenied, reason.UnsupportedObligation, "the decision carries an obligation this service cannot fulfil", meta)
 	}
 	msg := "not permitted"
 	if d.Message != "" {
@@ -52,6 +63,24 @@ func Denied(ctx context.Context, d Decision) *connect.Error {
 	if scope != "" {
 		err.Meta().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="gatehouse", error="insufficient_scope", scope="%s"`, scope))
 	}
+	return err
+}
+
+// stepUpChallenge is RFC 9470's challenge: re-authenticate with acr_values
+// (and within max_age seconds), then retry.
+func stepUpChallenge(ctx context.Context, o *authzv1.Obligation, meta map[string]string) *connect.Error {
+	acr := quoteSafe(o.GetParams()["acr"])
+	challenge := `Bearer realm="gatehouse", error="insufficient_user_authentication"`
+	if acr != "" {
+		meta["acr_values"] = acr
+		challenge += fmt.Sprintf(`, acr_values="%s"`, acr)
+	}
+	if maxAge, err := strconv.Atoi(o.GetParams()["max_age"]); err == nil && maxAge >= 0 {
+		meta["max_age"] = strconv.Itoa(maxAge)
+		challenge += fmt.Sprintf(", max_age=%d", maxAge)
+	}
+	err := newError(ctx, connect.CodeUnauthenticated, reason.StepUpRequired, "a stronger or more recent authentication is required", meta)
+	err.Meta().Set("WWW-Authenticate", challenge)
 	return err
 }
 

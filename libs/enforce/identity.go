@@ -23,8 +23,8 @@ const (
 	HeaderRequestID = "X-Request-Id"
 )
 
-// IdentityHeaders lists every identity header, for stripping.
-var IdentityHeaders = []string{HeaderSubject, HeaderTenant, HeaderClientID}
+// IdentityHeaders returns every identity header, for stripping.
+func IdentityHeaders() []string { return []string{HeaderSubject, HeaderTenant, HeaderClientID} }
 
 // BearerToken extracts the token of a single "Authorization: Bearer" header.
 // More than one Authorization header, another scheme, or an empty token is
@@ -86,7 +86,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, h http.Header) (*acces
 	claims, err := a.verifier.Verify(ctx, raw)
 	if errors.Is(err, accesstoken.ErrKeysUnavailable) {
 		a.logger.ErrorContext(ctx, "cannot verify tokens: issuer keys unavailable", slog.Any("error", err))
-		return nil, Unavailable(ctx, reason.InvalidToken)
+		return nil, Unavailable(ctx, reason.IssuerUnavailable)
 	}
 	if err != nil {
 		a.logger.InfoContext(ctx, "token rejected", slog.Any("error", err))

@@ -147,6 +147,24 @@ func (t *Telemetry) Middleware(operation string, h http.Handler) http.Handler {
 	)
 }
 
+// EdgeMiddleware is Middleware for a public entry point: a client's
+// traceparent does not become the parent of our trace (it is kept as a span
+// link), and client-supplied baggage is dropped, so outsiders can neither
+// choose the trace ids that logs, errors and audit events carry nor inject
+// baggage that travels to every service.
+func (t *Telemetry) EdgeMiddleware(operation string, h http.Handler) http.Handler {
+	traced := otelhttp.NewHandler(h, operation,
+		otelhttp.WithTracerProvider(t.tracerProvider),
+		otelhttp.WithMeterProvider(t.meterProvider),
+		otelhttp.WithPropagators(t.propagator),
+		otelhttp.WithPublicEndpointFn(func(*http.Request) bool { return true }),
+	)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del("Baggage")
+		traced.ServeHTTP(w, r)
+	})
+}
+
 // Transport wraps base so outgoing HTTP calls carry the trace context.
 func (t *Telemetry) Transport(base http.RoundTripper) http.RoundTripper {
 	return otelhttp.NewTransport(base,

@@ -127,3 +127,26 @@ func TestAccessLogWritesOneLinePerCall(t *testing.T) {
 		t.Fatalf("log line: %s", logs.String())
 	}
 }
+
+// TestEdgeMiddlewareStartsItsOwnTrace: at the public edge a client's
+// traceparent must not decide our trace id, and its baggage must not pass.
+func TestEdgeMiddlewareStartsItsOwnTrace(t *testing.T) {
+	t.Parallel()
+	tel := newTelemetry(t, telemetry.Config{ServiceName: "gateway"}, io.Discard)
+	const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	var got, baggage string
+	h := tel.EdgeMiddleware("edge", http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		got = telemetry.TraceID(r.Context())
+		baggage = r.Header.Get("Baggage")
+	}))
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set("traceparent", "00-"+clientTrace+"-00f067aa0ba902b7-01")
+	req.Header.Set("baggage", "tenant=globex")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if got == "" || got == clientTrace {
+		t.Fatalf("edge trace id %q: must be new, not the client's", got)
+	}
+	if baggage != "" {
+		t.Fatalf("client baggage passed the edge: %q", baggage)
+	}
+}

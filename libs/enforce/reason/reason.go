@@ -22,6 +22,9 @@ const (
 	InvalidAttribute = "invalid_attribute"
 	// EvaluationError: the policy could not be evaluated.
 	EvaluationError = "evaluation_error"
+	// StepUpRequired: the action needs a stronger or fresher authentication;
+	// the decision's step_up obligation says which acr and max_age.
+	StepUpRequired = "step_up_required"
 )
 
 // Codes decided at the edge (gateway) or in a service before or around the PDP.
@@ -42,4 +45,10 @@ const (
 	ResourceNotFound = "resource_not_found"
 	// UpstreamUnavailable: the service behind the gateway did not answer.
 	UpstreamUnavailable = "upstream_unavailable"
+	// IssuerUnavailable: the issuer's signing keys could not be fetched, so
+	// no token can be verified; the request is denied.
+	IssuerUnavailable = "issuer_unavailable"
+	// UnsupportedObligation: the PDP attached an obligation this enforcement
+	// point cannot fulfil; the request is denied rather than half-enforced.
+	UnsupportedObligation = "unsupported_obligation"
 )

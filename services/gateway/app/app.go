@@ -127,7 +127,7 @@ func build(cfg Config, logger *slog.Logger, tel *telemetry.Telemetry, upstreams 
 	mux := http.NewServeMux()
 	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{"jwks": jwks.Ready})
 	mux.Handle("GET /metrics", tel.MetricsHandler())
-	mux.Handle("/", tel.Middleware("gateway", edgeHandler))
+	mux.Handle("/", tel.EdgeMiddleware("gateway", edgeHandler))
 	return &App{cfg: cfg, tel: tel, handler: mux}, nil
 }
 

@@ -86,9 +86,23 @@ func NewHandler(cfg Config) (*Handler, error) {
 
 func (h *Handler) newProxy(target *url.URL) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
+		// Identity headers are set here, on the outgoing request, after the
+		// proxy removed hop-by-hop headers: a client naming them in its
+		// Connection header cannot have them stripped.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
+			for _, name := range enforce.IdentityHeaders() {
+				pr.Out.Header.Del(name)
+			}
+			if claims, ok := enforce.ClaimsFrom(pr.In.Context()); ok {
+				pr.Out.Header.Set(enforce.HeaderSubject, claims.Subject)
+				pr.Out.Header.Set(enforce.HeaderTenant, claims.Tenant)
+				pr.Out.Header.Set(enforce.HeaderClientID, claims.ClientID)
+			}
+			if id, ok := requestIDFrom(pr.In.Context()); ok {
+				pr.Out.Header.Set(enforce.HeaderRequestID, id)
+			}
 		},
 		Transport: h.cfg.Transport,
 		// Flush at once so streaming RPCs and gRPC trailers pass unbuffered.
@@ -108,16 +122,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.cfg.Now()
 	ctx := r.Context()
 	// Identity headers are the gateway's alone: drop whatever the client sent.
-	for _, name := range enforce.IdentityHeaders {
+	for _, name := range enforce.IdentityHeaders() {
 		r.Header.Del(name)
 	}
-	requestID := r.Header.Get(enforce.HeaderRequestID)
-	if !requestIDPattern.MatchString(requestID) {
-		requestID = newRequestID()
-	}
-	r.Header.Set(enforce.HeaderRequestID, requestID)
+	// The request id is always ours: a client's id is logged beside it, but
+	// it never names our request in logs and audit events.
+	requestID := newRequestID()
 	w.Header().Set(enforce.HeaderRequestID, requestID)
 	log := h.cfg.Logger.With(slog.String("request_id", requestID), slog.String("path", r.URL.Path))
+	if clientID := r.Header.Get(enforce.HeaderRequestID); requestIDPattern.MatchString(clientID) {
+		log = log.With(slog.String("client_request_id", clientID))
+	}
+	r.Header.Del(enforce.HeaderRequestID)
 
 	raw, ok := enforce.BearerToken(r.Header)
 	if !ok {
@@ -127,7 +143,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	claims, err := h.cfg.Verifier.Verify(ctx, raw)
 	if errors.Is(err, accesstoken.ErrKeysUnavailable) {
 		log.ErrorContext(ctx, "cannot verify tokens: issuer keys unavailable", slog.Any("error", err))
-		h.deny(w, r, log, start, enforce.Unavailable(ctx, reason.InvalidToken))
+		h.deny(w, r, log, start, enforce.Unavailable(ctx, reason.IssuerUnavailable))
 		return
 	}
 	if err != nil {
@@ -165,9 +181,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	r.Header.Set(enforce.HeaderSubject, claims.Subject)
-	r.Header.Set(enforce.HeaderTenant, claims.Tenant)
-	r.Header.Set(enforce.HeaderClientID, claims.ClientID)
+	r = r.WithContext(withRequestID(enforce.WithClaims(ctx, claims), requestID))
 	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	h.proxies[rt.Upstream].ServeHTTP(sw, r)
@@ -193,6 +207,17 @@ func sourceIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+type requestIDKey struct{}
+
+func withRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+func requestIDFrom(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(requestIDKey{}).(string)
+	return id, ok
 }
 
 func newRequestID() string {

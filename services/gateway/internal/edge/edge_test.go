@@ -155,7 +155,7 @@ func TestAllowedRequestReachesUpstreamWithVerifiedIdentity(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, allow, "")
-			forged := http.Header{enforce.HeaderTenant: {"globex"}, enforce.HeaderSubject: {"admin"}}
+			forged := http.Header{enforce.HeaderTenant: {"globex"}, enforce.HeaderSubject: {"admin"}, enforce.HeaderRequestID: {"chosen-by-client"}}
 			resp, err := listWithToken(t, f.client(opts...), f.iss.Mint(t, nil, nil), forged)
 			if err != nil {
 				t.Fatal(err)
@@ -168,6 +168,9 @@ func TestAllowedRequestReachesUpstreamWithVerifiedIdentity(t *testing.T) {
 			f.upstream.mu.Unlock()
 			if h.Get(enforce.HeaderSubject) != "reporting-job" || len(h.Values(enforce.HeaderTenant)) != 1 || h.Get("Authorization") == "" {
 				t.Fatalf("upstream identity headers: %v", h)
+			}
+			if id := h.Get(enforce.HeaderRequestID); id == "" || id == "chosen-by-client" || id != resp.Header().Get(enforce.HeaderRequestID) {
+				t.Fatalf("upstream request id %q (response %q): must be the gateway's own", id, resp.Header().Get(enforce.HeaderRequestID))
 			}
 			req := f.pdp.last()
 			if req.GetAction() != "invoice:read" || req.GetResource().GetType() != "invoice" || req.GetResource().GetTenant() != "acme" ||
@@ -270,6 +273,29 @@ func TestHTTPStatusAndBody(t *testing.T) {
 				t.Fatal("response echoes the token")
 			}
 		})
+	}
+}
+
+// TestConnectionHeaderCannotStripIdentity: over HTTP/1.1 a client may name
+// headers in Connection to have a proxy drop them; the identity headers must
+// reach the upstream anyway.
+func TestConnectionHeaderCannotStripIdentity(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, allow, "")
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, f.gateway.URL+"/gatehouse.invoice.v1.InvoiceService/ListInvoices", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+f.iss.Mint(t, nil, nil))
+	req.Header.Set("Connection", "X-Gatehouse-Tenant, X-Gatehouse-Subject, X-Gatehouse-Client-Id")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	f.upstream.mu.Lock()
+	h := f.upstream.headers
+	f.upstream.mu.Unlock()
+	if resp.StatusCode != http.StatusOK || h.Get(enforce.HeaderTenant) != "acme" || h.Get(enforce.HeaderSubject) != "reporting-job" {
+		t.Fatalf("status %d, upstream headers %v", resp.StatusCode, h)
 	}
 }
 

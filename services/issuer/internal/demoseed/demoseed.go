@@ -66,8 +66,9 @@ func clientSpecs() []clientSpec {
 		},
 		{
 			Client: client.Client{
+				// No tenant, as in DESIGN.md: the console serves agents of
+				// any tenant; its tokens carry the user's tenant.
 				ID:            "support-console",
-				Tenant:        TenantAcme,
 				GrantTypes:    []string{client.GrantAuthorizationCode, client.GrantRefreshToken, client.GrantTokenExchange},
 				ResponseTypes: []string{"code"},
 				Scopes:        []string{"openid", "support:read", "support:impersonate", "invoice:read"},

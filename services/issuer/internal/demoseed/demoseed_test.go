@@ -31,7 +31,7 @@ func TestClientsMatchDesign(t *testing.T) {
 		{id: "billing-bot", tenant: "acme", secret: "billing-bot-secret", grants: []string{"client_credentials"}, scopes: []string{"invoice:read", "invoice:write"}},
 		{id: "invoice-web", public: true, grants: []string{"authorization_code", "refresh_token"},
 			scopes: []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve"}, redirects: []string{"http://127.0.0.1/callback"}},
-		{id: "support-console", tenant: "acme", secret: "support-console-secret",
+		{id: "support-console", tenant: "", secret: "support-console-secret",
 			grants: []string{"authorization_code", "refresh_token", client.GrantTokenExchange},
 			scopes: []string{"openid", "support:read", "support:impersonate", "invoice:read"}},
 	}
