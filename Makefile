@@ -11,6 +11,7 @@ BUF_VERSION                  := v1.75.0
 PROTOC_GEN_GO_VERSION        := v1.36.12
 PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 OPA_VERSION                  := v1.22.3
+GOLANGCI_LINT_VERSION        := v2.15.0
 
 BIN       := $(CURDIR)/bin
 DIST      := $(CURDIR)/dist
@@ -45,9 +46,11 @@ $(BIN)/protoc-gen-connect-go:
 	GOBIN=$(BIN) go install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_GO_VERSION)
 $(BIN)/opa:
 	GOBIN=$(BIN) go install github.com/open-policy-agent/opa@$(OPA_VERSION)
+$(BIN)/golangci-lint:
+	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 .PHONY: tools
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/opa ## Install the pinned tools into ./bin.
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/opa $(BIN)/golangci-lint ## Install the pinned tools into ./bin.
 
 .PHONY: generate
 generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go ## Regenerate Go code from proto/.
@@ -85,8 +88,12 @@ fmt-check: ## Fail when Go files are not gofmt-ed.
 vet: ## go vet every module.
 	go vet $(PKGS)
 
+.PHONY: lint
+lint: $(BIN)/golangci-lint ## golangci-lint (.golangci.yml) in every module.
+	@for m in $(filter-out proto,$(MODULES)) e2e; do echo "golangci-lint $$m"; (cd $$m && $(BIN)/golangci-lint run ./...); done
+
 .PHONY: check
-check: fmt-check vet check-generated proto-check policy-test ## Static checks: format, vet, generated code, proto, policies.
+check: fmt-check vet lint check-work check-generated proto-check policy-test docs-check ## Static checks: format, vet, lint, go.work, generated code and docs, proto, policies.
 
 .PHONY: unit
 unit: postgres-image ## Unit and integration tests (Postgres via testcontainers), race detector on.
@@ -125,6 +132,10 @@ e2e: images ## End-to-end suites against the containerised stack.
 .PHONY: docs
 docs: ## Regenerate generated docs (configuration reference).
 	go test ./deploy/demo -run TestConfigurationReferenceIsCurrent -count=1 -update
+
+.PHONY: docs-check
+docs-check: ## Fail when generated docs are stale.
+	go test ./deploy/demo -run TestConfigurationReferenceIsCurrent -count=1
 
 .PHONY: bench
 bench: ## Hot-path benchmarks: token verification, PDP decisions, token issuance.

@@ -156,7 +156,7 @@ func (j *JWKS) fetch(ctx context.Context) (map[string]*jose.JSONWebKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jwks fetch: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("jwks fetch: status %d", resp.StatusCode)
 	}

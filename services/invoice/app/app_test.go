@@ -328,7 +328,7 @@ func TestAuthentication(t *testing.T) {
 		{name: "tenant header twice", edit: func(hd http.Header) { hd.Add(enforce.HeaderTenant, "globex") },
 			status: http.StatusForbidden, code: connect.CodePermissionDenied, reason: reason.IdentityMismatch},
 		{name: "identity headers missing", edit: func(hd http.Header) {
-			for _, name := range enforce.IdentityHeaders {
+			for _, name := range enforce.IdentityHeaders() {
 				hd.Del(name)
 			}
 		}, status: http.StatusForbidden, code: connect.CodePermissionDenied, reason: reason.IdentityMismatch},

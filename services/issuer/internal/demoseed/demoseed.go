@@ -84,7 +84,7 @@ func Clients(ctx context.Context, hasher fosite.Hasher) ([]*client.Client, error
 	specs := clientSpecs()
 	out := make([]*client.Client, 0, len(specs))
 	for _, s := range specs {
-		c := s.Client.Clone()
+		c := s.Clone()
 		if s.secret != "" {
 			hash, err := hasher.Hash(ctx, []byte(s.secret))
 			if err != nil {

@@ -26,7 +26,12 @@ func TestRegoPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load policies: %v", err)
 	}
-	ch, err := tester.NewRunner().SetStore(store).RaiseBuiltinErrors(true).Run(t.Context(), modules)
+	txn, err := store.NewTransaction(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Abort(t.Context(), txn)
+	ch, err := tester.NewRunner().SetStore(store).SetModules(modules).RaiseBuiltinErrors(true).RunTests(t.Context(), txn)
 	if err != nil {
 		t.Fatalf("run policy tests: %v", err)
 	}
