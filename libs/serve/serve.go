@@ -77,6 +77,26 @@ func Serve(ctx context.Context, logger *slog.Logger, name string, ln net.Listene
 // ReadyFunc reports whether a dependency is reachable.
 type ReadyFunc func(ctx context.Context) error
 
+// HTTPReady is a ReadyFunc for a dependency that serves /readyz itself: it is
+// ready when GET url answers 200.
+func HTTPReady(client *http.Client, url string) ReadyFunc {
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
+
 // readyTimeout bounds one /readyz probe.
 const readyTimeout = 2 * time.Second
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -64,5 +65,24 @@ func TestHealthAndShutdown(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve returned %v after cancel", err)
+	}
+}
+
+func TestHTTPReady(t *testing.T) {
+	t.Parallel()
+	var status atomic.Int32
+	status.Store(http.StatusOK)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(int(status.Load())) }))
+	defer srv.Close()
+	ready := serve.HTTPReady(srv.Client(), srv.URL+"/readyz")
+	if err := ready(t.Context()); err != nil {
+		t.Fatalf("ready dependency: %v", err)
+	}
+	status.Store(http.StatusServiceUnavailable)
+	if err := ready(t.Context()); err == nil {
+		t.Fatal("a 503 dependency reported ready")
+	}
+	if err := serve.HTTPReady(srv.Client(), "http://127.0.0.1:1/readyz")(t.Context()); err == nil {
+		t.Fatal("an unreachable dependency reported ready")
 	}
 }

@@ -105,9 +105,8 @@ func build(cfg Config, logger *slog.Logger, tel *telemetry.Telemetry, upstreams 
 	if err != nil {
 		return nil, err
 	}
-	pdpClient := authzv1connect.NewDecisionServiceClient(
-		&http.Client{Transport: tel.Transport(h2cTransport())}, cfg.PDPURL,
-		connect.WithInterceptors(otelInterceptor))
+	pdpHTTP := &http.Client{Transport: tel.Transport(h2cTransport())}
+	pdpClient := authzv1connect.NewDecisionServiceClient(pdpHTTP, cfg.PDPURL, connect.WithInterceptors(otelInterceptor))
 	table, err := route.NewTable(route.Default(), []string{route.UpstreamInvoice})
 	if err != nil {
 		return nil, err
@@ -125,7 +124,11 @@ func build(cfg Config, logger *slog.Logger, tel *telemetry.Telemetry, upstreams 
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{"jwks": jwks.Ready})
+	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{
+		"jwks":    jwks.Ready,
+		"pdp":     serve.HTTPReady(pdpHTTP, strings.TrimSuffix(cfg.PDPURL, "/")+"/readyz"),
+		"invoice": serve.HTTPReady(pdpHTTP, strings.TrimSuffix(cfg.InvoiceURL, "/")+"/readyz"),
+	})
 	mux.Handle("GET /metrics", tel.MetricsHandler())
 	mux.Handle("/", tel.EdgeMiddleware("gateway", edgeHandler))
 	return &App{cfg: cfg, tel: tel, handler: mux}, nil
