@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -567,4 +568,61 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Fatalf("/readyz %d, want 503", resp.StatusCode)
 		}
 	})
+}
+
+// TestMalformedBodiesChangeNothing sends bodies no client library would: the
+// answer is invalid_argument (HTTP 400) and nothing is stored.
+func TestMalformedBodiesChangeNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	tests := []struct {
+		name        string
+		contentType string
+		body        string
+	}{
+		{"truncated JSON", "application/json", `{"customer":"Initech","amountCents":"100`},
+		{"JSON of the wrong type", "application/json", `{"customer":["Initech"],"amountCents":"100","currency":"EUR"}`},
+		{"garbage protobuf", "application/proto", "\xff\xff\xff\xff\x0f\x01"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost,
+				h.url+"/gatehouse.invoice.v1.InvoiceService/CreateInvoice", strings.NewReader(tc.body))
+			req.Header = h.headers(billingBot)
+			req.Header.Set("Content-Type", tc.contentType)
+			resp, err := h.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"code":"invalid_argument"`) {
+				t.Fatalf("got %d %s, want 400 invalid_argument", resp.StatusCode, body)
+			}
+		})
+	}
+	if got := h.listIDs(reportingJob); !slices.Equal(got, acmeDemoIDs) {
+		t.Fatalf("acme lists %v, want only the demo invoices (nothing stored)", got)
+	}
+}
+
+// TestTenantInTheBodyIsIgnored: the request has no tenant field; one sent
+// anyway (mass assignment) is an unknown field, which protobuf JSON ignores
+// for forward compatibility, and the invoice lands in the token's tenant.
+func TestTenantInTheBodyIsIgnored(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, h.url+"/gatehouse.invoice.v1.InvoiceService/CreateInvoice",
+		strings.NewReader(`{"customer":"Initech","amountCents":"100","currency":"EUR","tenant":"globex","createdBy":"carol"}`))
+	req.Header = h.headers(billingBot)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"tenant":"acme"`) || !strings.Contains(string(body), `"createdBy":"billing-bot"`) {
+		t.Fatalf("got %d %s, want the invoice in acme created by billing-bot", resp.StatusCode, body)
+	}
 }
