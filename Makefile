@@ -120,8 +120,10 @@ postgres-image: ## Make sure a Postgres image exists (built from Debian packages
 images: dist postgres-image ## Build every service image locally (FROM scratch) and the Postgres image.
 	@for s in $(SERVICES); do \
 		echo "docker build gatehouse/$$s:$(IMAGE_TAG)"; \
-		docker build -q -f deploy/docker/$$s.Dockerfile -t gatehouse/$$s:$(IMAGE_TAG) . >/dev/null; \
+		docker build -q --label org.gatehouse.image=service -f deploy/docker/$$s.Dockerfile -t gatehouse/$$s:$(IMAGE_TAG) . >/dev/null; \
 	done
+	@# Rebuilt images leave their predecessors untagged: remove those (ours only).
+	@docker image prune -f --filter dangling=true --filter label=org.gatehouse.image=service >/dev/null
 	@echo "GATEHOUSE_POSTGRES_IMAGE=$$(deploy/postgres/image.sh)" > .env
 	@echo "images ready; .env names the Postgres image for docker compose"
 

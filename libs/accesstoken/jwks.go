@@ -17,6 +17,10 @@ import (
 // maxJWKSBytes bounds the key-set document we read from the issuer.
 const maxJWKSBytes = 1 << 20
 
+// emptyRefetchInterval is the least time between fetches while no key set
+// has been loaded yet.
+const emptyRefetchInterval = time.Second
+
 // fetchTimeout bounds one fetch of the key set.
 const fetchTimeout = 5 * time.Second
 
@@ -122,7 +126,13 @@ func (j *JWKS) refresh(ctx context.Context) error {
 	defer j.fetchMu.Unlock()
 
 	j.mu.RLock()
-	tooSoon := !j.triedAt.IsZero() && j.cfg.Now().Sub(j.triedAt) < j.cfg.MinRefetchInterval
+	// With no key set at all nothing can be verified, so try again sooner
+	// (at most once a second) until the issuer answers.
+	interval := j.cfg.MinRefetchInterval
+	if j.keys == nil {
+		interval = min(interval, emptyRefetchInterval)
+	}
+	tooSoon := !j.triedAt.IsZero() && j.cfg.Now().Sub(j.triedAt) < interval
 	j.mu.RUnlock()
 	if tooSoon {
 		return nil

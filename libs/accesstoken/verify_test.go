@@ -8,8 +8,12 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,6 +200,43 @@ func TestReadyFailsWithoutKeys(t *testing.T) {
 	good, _ := accesstoken.NewJWKS(accesstoken.JWKSConfig{URL: iss.JWKSURL()})
 	if err := good.Ready(t.Context()); err != nil {
 		t.Fatalf("Ready with a reachable issuer: %v", err)
+	}
+}
+
+// TestEmptyCacheRetriesWithinASecond: while no key set was ever loaded (the
+// issuer was down at start), the next fetch comes after a second, not after
+// the full refetch interval.
+func TestEmptyCacheRetriesWithinASecond(t *testing.T) {
+	t.Parallel()
+	iss := accesstokentest.NewIssuer(t)
+	var up atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		resp, err := http.Get(iss.JWKSURL())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	clock := time.Now()
+	var mu sync.Mutex
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	jwks, _ := accesstoken.NewJWKS(accesstoken.JWKSConfig{URL: srv.URL, Now: now, MinRefetchInterval: time.Minute})
+	if err := jwks.Ready(t.Context()); err == nil {
+		t.Fatal("ready while the issuer is down")
+	}
+	up.Store(true)
+	mu.Lock()
+	clock = clock.Add(1100 * time.Millisecond)
+	mu.Unlock()
+	if err := jwks.Ready(t.Context()); err != nil {
+		t.Fatalf("still not ready a second after the issuer came up: %v", err)
 	}
 }
 

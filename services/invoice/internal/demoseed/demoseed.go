@@ -33,6 +33,16 @@ func Invoices() []invoice.Invoice {
 // are, so running it at every start is safe.
 func Seed(ctx context.Context, store invoice.Store) error {
 	for _, inv := range Invoices() {
+		// Look first, so a restart does not make Postgres log a duplicate-key
+		// error per invoice; a replica seeding at the same moment is still
+		// fine (ErrDuplicateID).
+		_, err := store.Get(ctx, inv.Tenant, inv.ID)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, invoice.ErrNotFound) {
+			return fmt.Errorf("seed demo invoice %s: %w", inv.ID, err)
+		}
 		if err := store.Create(ctx, inv); err != nil && !errors.Is(err, invoice.ErrDuplicateID) {
 			return fmt.Errorf("seed demo invoice %s: %w", inv.ID, err)
 		}

@@ -1,0 +1,314 @@
+// Package stack starts Gatehouse as containers for end-to-end tests:
+// Postgres and every service on a private Docker network, from the images
+// `make images` builds. It is the only place in the repository that starts
+// containers, and it removes every one it started (the testcontainers reaper
+// cannot be pulled here, so cleanup is ours).
+package stack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/network"
+	"github.com/testcontainers/testcontainers-go/wait"
+
+	"github.com/gatehouse/gatehouse/libs/postgres/pgtest"
+)
+
+// IssuerID is the issuer identifier inside the stack: the issuer's network
+// alias, so the services' configured identifier and the tokens' iss agree.
+const IssuerID = "http://issuer:8080"
+
+const dbPassword = "e2e-db-password"
+
+// Stack is a running Gatehouse.
+type Stack struct {
+	network    *testcontainers.DockerNetwork
+	containers map[string]*testcontainers.DockerContainer
+	ports      map[string]string
+	// order is the start order, for logs.
+	order []string
+	// terminated is set when Terminate begins: no container starts again
+	// after that, even if a test is still running (interrupt).
+	terminated atomic.Bool
+
+	// IssuerURL and GatewayURL are reachable from the host.
+	IssuerURL  string
+	GatewayURL string
+}
+
+// Start brings the stack up. Images: gatehouse/<service>:<GATEHOUSE_IMAGE_TAG
+// or "local">, Postgres from GATEHOUSE_POSTGRES_IMAGE. On error everything
+// started so far is removed.
+//
+// The stack removes its own containers, so it needs no testcontainers reaper,
+// whose image would have to be pulled: unless TESTCONTAINERS_RYUK_DISABLED is
+// set, Start sets it to true before testcontainers reads its configuration.
+func Start(ctx context.Context) (s *Stack, err error) {
+	if _, set := os.LookupEnv("TESTCONTAINERS_RYUK_DISABLED"); !set {
+		if err := os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true"); err != nil {
+			return nil, err
+		}
+	}
+	tag := envOr("GATEHOUSE_IMAGE_TAG", "local")
+	pgImage := envOr("GATEHOUSE_POSTGRES_IMAGE", "postgres:16")
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	nw, err := network.New(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create network: %w", err)
+	}
+	s = &Stack{network: nw, containers: map[string]*testcontainers.DockerContainer{}, ports: map[string]string{}}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.Terminate(context.WithoutCancel(ctx)))
+			s = nil
+		}
+	}()
+
+	dsn := func(db string) string {
+		return fmt.Sprintf("postgres://postgres:%s@postgres:5432/%s?sslmode=disable", dbPassword, db)
+	}
+	specs := []struct {
+		name  string
+		image string
+		port  string
+		env   map[string]string
+		opts  []testcontainers.ContainerCustomizer
+	}{
+		{name: "postgres", image: pgImage, port: "5432/tcp", env: map[string]string{
+			"POSTGRES_PASSWORD": dbPassword,
+			// Test data need not survive a crash, only a clean stop: skip
+			// the fsyncs, which are most of the start-up time.
+			"POSTGRES_INITDB_ARGS": "--no-sync",
+		}, opts: []testcontainers.ContainerCustomizer{
+			testcontainers.WithCmd("postgres", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+			testcontainers.WithFiles(testcontainers.ContainerFile{
+				HostFilePath:      filepath.Join(root, "deploy/postgres/initdb/01-databases.sql"),
+				ContainerFilePath: "/docker-entrypoint-initdb.d/01-databases.sql",
+				FileMode:          0o644,
+			}),
+			testcontainers.WithWaitStrategyAndDeadline(2*time.Minute,
+				wait.ForExec([]string{"pg_isready", "-h", "127.0.0.1", "-U", "postgres"}).WithPollInterval(200*time.Millisecond),
+				wait.ForExec([]string{"psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "invoice", "-c", "select 1"}).
+					WithPollInterval(200*time.Millisecond)),
+			testcontainers.WithEnv(map[string]string{"PGPASSWORD": dbPassword}),
+		}},
+		{name: "issuer", image: "gatehouse/issuer:" + tag, port: "8080/tcp", env: map[string]string{
+			"GATEHOUSE_ISSUER_DEMO":         "true",
+			"GATEHOUSE_ISSUER_ISSUER":       IssuerID,
+			"GATEHOUSE_ISSUER_DATABASE_URL": dsn("issuer"),
+		}},
+		{name: "pdp", image: "gatehouse/pdp:" + tag, port: "8081/tcp"},
+		{name: "invoice", image: "gatehouse/invoice:" + tag, port: "8091/tcp", env: map[string]string{
+			"GATEHOUSE_INVOICE_DEMO":         "true",
+			"GATEHOUSE_INVOICE_DATABASE_URL": dsn("invoice"),
+			"GATEHOUSE_INVOICE_ISSUER":       IssuerID,
+			"GATEHOUSE_INVOICE_PDP_URL":      "http://pdp:8081",
+		}},
+		{name: "gateway", image: "gatehouse/gateway:" + tag, port: "8000/tcp", env: map[string]string{
+			"GATEHOUSE_GATEWAY_ISSUER":      IssuerID,
+			"GATEHOUSE_GATEWAY_PDP_URL":     "http://pdp:8081",
+			"GATEHOUSE_GATEWAY_INVOICE_URL": "http://invoice:8091",
+		}},
+	}
+	for _, spec := range specs {
+		opts := []testcontainers.ContainerCustomizer{
+			testcontainers.WithExposedPorts(spec.port),
+			testcontainers.WithEnv(spec.env),
+			network.WithNetwork([]string{spec.name}, nw),
+			testcontainers.WithName(fmt.Sprintf("gatehouse-e2e-%s-%d", spec.name, time.Now().UnixNano())),
+		}
+		opts = append(opts, spec.opts...)
+		c, err := testcontainers.Run(ctx, spec.image, opts...)
+		if c != nil {
+			s.containers[spec.name] = c
+			s.order = append(s.order, spec.name)
+		}
+		if err != nil {
+			return s, fmt.Errorf("start %s (%s): %w", spec.name, spec.image, err)
+		}
+		s.ports[spec.name] = spec.port
+		if spec.name != "postgres" {
+			if err := s.WaitReady(ctx, spec.name); err != nil {
+				return s, err
+			}
+		}
+	}
+	if s.IssuerURL, err = s.endpoint(ctx, "issuer"); err != nil {
+		return s, err
+	}
+	if s.GatewayURL, err = s.endpoint(ctx, "gateway"); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// container returns the container of a service of the stack.
+func (s *Stack) container(name string) (*testcontainers.DockerContainer, error) {
+	c, ok := s.containers[name]
+	if !ok {
+		return nil, fmt.Errorf("no service %q in the stack", name)
+	}
+	return c, nil
+}
+
+// endpoint is the http:// base URL of a service's published port.
+func (s *Stack) endpoint(ctx context.Context, name string) (string, error) {
+	c := s.containers[name]
+	host, err := pgtest.PublishedHost(ctx, c)
+	if err != nil {
+		return "", fmt.Errorf("%s host: %w", name, err)
+	}
+	port, err := c.MappedPort(ctx, s.ports[name])
+	if err != nil {
+		return "", fmt.Errorf("%s port: %w", name, err)
+	}
+	return "http://" + net.JoinHostPort(host, port.Port()), nil
+}
+
+// WaitReady polls a service's /readyz until it answers 200 (a minute at most).
+func (s *Stack) WaitReady(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last error
+	for {
+		base, err := s.endpoint(ctx, name)
+		if err == nil {
+			var req *http.Request
+			if req, err = http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil); err == nil {
+				var resp *http.Response
+				if resp, err = client.Do(req); err == nil {
+					_ = resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						return nil
+					}
+					err = fmt.Errorf("readyz: %s", resp.Status)
+				}
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %w", name, errors.Join(last, ctx.Err()))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops one container (its state is kept) and waits until it exited.
+func (s *Stack) Stop(ctx context.Context, name string) error {
+	c, err := s.container(name)
+	if err != nil {
+		return err
+	}
+	timeout := 5 * time.Second
+	return c.Stop(ctx, &timeout)
+}
+
+// StartContainer starts a stopped container again without waiting for the
+// service to be ready, so a test can start services out of order. Postgres
+// alone is waited for: it returns once Postgres answers SQL.
+func (s *Stack) StartContainer(ctx context.Context, name string) error {
+	c, err := s.container(name)
+	if err != nil {
+		return err
+	}
+	if s.terminated.Load() {
+		return fmt.Errorf("start %s: the stack is being removed", name)
+	}
+	if err := c.Start(ctx); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	return nil
+}
+
+// StartService starts a stopped service again and waits until it is ready.
+func (s *Stack) StartService(ctx context.Context, name string) error {
+	if err := s.StartContainer(ctx, name); err != nil {
+		return err
+	}
+	if name == "postgres" {
+		return nil
+	}
+	return s.WaitReady(ctx, name)
+}
+
+// ServiceLogs returns one container's output so far, across its restarts.
+func (s *Stack) ServiceLogs(ctx context.Context, name string) ([]byte, error) {
+	c, err := s.container(name)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := c.Logs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s logs: %w", name, err)
+	}
+	var buf bytes.Buffer
+	_, err = io.Copy(&buf, rc)
+	if err = errors.Join(err, rc.Close()); err != nil {
+		return nil, fmt.Errorf("%s logs: %w", name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Logs returns every container's output, by service name.
+func (s *Stack) Logs(ctx context.Context) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	var errs []error
+	for _, name := range s.order {
+		b, err := s.ServiceLogs(ctx, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out[name] = b
+	}
+	return out, errors.Join(errs...)
+}
+
+// Terminate removes every container, all at once, then the network.
+func (s *Stack) Terminate(ctx context.Context) error {
+	s.terminated.Store(true)
+	errs := make([]error, len(s.order)+1)
+	var wg sync.WaitGroup
+	for i, name := range s.order {
+		wg.Go(func() { errs[i] = s.containers[name].Terminate(ctx) })
+	}
+	wg.Wait()
+	if s.network != nil {
+		errs[len(s.order)] = s.network.Remove(ctx)
+	}
+	return errors.Join(errs...)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// repoRoot finds the repository root from this file's location.
+func repoRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot locate the repository root")
+	}
+	return filepath.Abs(filepath.Join(filepath.Dir(file), "..", ".."))
+}

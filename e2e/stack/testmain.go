@@ -1,0 +1,81 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startTimeout bounds bringing the whole stack up.
+const startTimeout = 3 * time.Minute
+
+// Main is TestMain for a package whose tests run against one Stack: it starts
+// the stack, stores it in *s, runs the tests, prints every container's output
+// if a test failed, removes the stack and returns the exit code for os.Exit.
+// If the stack cannot start, Main reports why and returns 1 without running
+// the tests: an e2e suite that cannot start fails, never skips.
+//
+// There is no reaper (TESTCONTAINERS_RYUK_DISABLED=true), so Main also removes
+// the stack when the test binary is interrupted (Ctrl-C, a cancelled CI job);
+// only a SIGKILL or a -timeout panic can leave containers behind, which
+// `docker ps -a --filter label=org.testcontainers=true` then finds.
+func Main(m *testing.M, s **Stack) int {
+	// Registered before Start: a signal during start-up waits for Start to
+	// finish, then removes what it started.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
+
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	st, err := Start(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cannot start the stack: %v\n", err)
+		return 1
+	}
+	*s = st
+
+	var once sync.Once
+	var terminateErr error
+	terminate := func() error {
+		once.Do(func() { terminateErr = st.Terminate(context.Background()) })
+		return terminateErr
+	}
+	go func() {
+		sig := <-signals
+		fmt.Fprintf(os.Stderr, "e2e: %v: removing the stack\n", sig)
+		if err := terminate(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
+		}
+		os.Exit(1)
+	}()
+
+	code := m.Run()
+	if code != 0 {
+		dumpLogs(st)
+	}
+	if err := terminate(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
+		return 1
+	}
+	return code
+}
+
+// dumpLogs prints every container's output, in a stable order, for the
+// post-mortem of a failed run.
+func dumpLogs(s *Stack) {
+	logs, err := s.Logs(context.Background())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: logs: %v\n", err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(logs)) {
+		fmt.Fprintf(os.Stderr, "===== %s =====\n%s\n", name, logs[name])
+	}
+}
