@@ -32,7 +32,8 @@ Generated from the services' flag definitions by ` + "`make docs`" + `; do not e
 Every flag of a service can also be set by an environment variable named
 ` + "`GATEHOUSE_<SERVICE>_<FLAG>`" + ` (upper case, dashes as underscores). A flag on
 the command line wins over the environment. Secrets are never given as flag
-values: the issuer reads its keys from files.
+values: the issuer reads its keys from files. Every service command also
+takes ` + "`-log-level`" + ` (` + "`GATEHOUSE_<SERVICE>_LOG_LEVEL`" + `): debug, info (default), warn or error.
 `)
 	sections := []struct {
 		name string

@@ -3,30 +3,15 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/gatehouse/gatehouse/libs/serve/envflag"
-	"github.com/gatehouse/gatehouse/libs/telemetry"
+	"github.com/gatehouse/gatehouse/libs/serve/command"
 	"github.com/gatehouse/gatehouse/services/gateway/app"
 )
 
 func main() {
 	var cfg app.Config
-	fs := flag.NewFlagSet("gateway", flag.ExitOnError)
-	cfg.RegisterFlags(fs)
-	logger := telemetry.NewLogger(os.Stderr, "gateway", slog.LevelInfo)
-	if err := envflag.Parse(fs, "gateway", os.Args[1:], envflag.LookupEnv); err != nil {
-		logger.Error("bad configuration", slog.Any("error", err))
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := app.Run(ctx, cfg, logger); err != nil {
-		logger.Error("gateway stopped", slog.Any("error", err))
-		os.Exit(1)
-	}
+	os.Exit(command.Run("gateway", os.Args[1:], os.LookupEnv, os.Stderr, cfg.RegisterFlags,
+		func(ctx context.Context, logger *slog.Logger) error { return app.Run(ctx, cfg, logger) }))
 }

@@ -5,32 +5,15 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/gatehouse/gatehouse/libs/serve/envflag"
-	"github.com/gatehouse/gatehouse/libs/telemetry"
+	"github.com/gatehouse/gatehouse/libs/serve/command"
 	"github.com/gatehouse/gatehouse/services/pdp/app"
 )
 
 func main() {
 	var cfg app.Config
-	fs := flag.NewFlagSet(app.ServiceName, flag.ExitOnError)
-	cfg.RegisterFlags(fs)
-	logger := telemetry.NewLogger(os.Stderr, app.ServiceName, slog.LevelInfo)
-	if err := envflag.Parse(fs, app.ServiceName, os.Args[1:], envflag.LookupEnv); err != nil {
-		logger.Error("invalid configuration", slog.Any("error", err))
-		os.Exit(2)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := app.Run(ctx, cfg, logger); err != nil {
-		stop()
-		logger.Error("pdp stopped", slog.Any("error", err))
-		os.Exit(1)
-	}
+	os.Exit(command.Run("pdp", os.Args[1:], os.LookupEnv, os.Stderr, cfg.RegisterFlags,
+		func(ctx context.Context, logger *slog.Logger) error { return app.Run(ctx, cfg, logger) }))
 }
