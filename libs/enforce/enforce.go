@@ -88,6 +88,32 @@ func (c *Client) Check(ctx context.Context, req *authzv1.CheckRequest) (Decision
 	if m.GetDecision() == authzv1.Decision_DECISION_UNSPECIFIED {
 		return Decision{ReasonCode: reason.PDPUnavailable}, fmt.Errorf("%w: answer without a decision", ErrPDPUnavailable)
 	}
+	return fromResponse(m), nil
+}
+
+// BatchCheck asks the PDP to decide reqs in one call; decisions[i] answers
+// reqs[i]. A transport failure, a timeout, or an answer that is not parallel
+// to the request returns ErrPDPUnavailable and no decisions: deny them all.
+// A result without a decision is a zero Decision, which does not permit.
+func (c *Client) BatchCheck(ctx context.Context, reqs []*authzv1.CheckRequest) ([]Decision, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.pdp.BatchCheck(ctx, connect.NewRequest(&authzv1.BatchCheckRequest{Items: reqs}))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPDPUnavailable, err)
+	}
+	results := resp.Msg.GetResults()
+	if len(results) != len(reqs) {
+		return nil, fmt.Errorf("%w: %d results for %d items", ErrPDPUnavailable, len(results), len(reqs))
+	}
+	decisions := make([]Decision, len(results))
+	for i, m := range results {
+		decisions[i] = fromResponse(m)
+	}
+	return decisions, nil
+}
+
+func fromResponse(m *authzv1.CheckResponse) Decision {
 	return Decision{
 		State:          m.GetDecision(),
 		ReasonCode:     m.GetReasonCode(),
@@ -96,7 +122,7 @@ func (c *Client) Check(ctx context.Context, req *authzv1.CheckRequest) (Decision
 		Obligations:    m.GetObligations(),
 		PolicyVersion:  m.GetPolicyVersion(),
 		DecisionID:     m.GetDecisionId(),
-	}, nil
+	}
 }
 
 // Principal converts verified token claims into the PDP's principal.

@@ -27,6 +27,26 @@ type fakePDP struct {
 	authzv1connect.UnimplementedDecisionServiceHandler
 	resp  *authzv1.CheckResponse
 	delay time.Duration
+	short bool
+}
+
+// BatchCheck answers every item with the fixed response, or with short
+// results when short is set (a malformed answer).
+func (f *fakePDP) BatchCheck(ctx context.Context, req *connect.Request[authzv1.BatchCheckRequest]) (*connect.Response[authzv1.BatchCheckResponse], error) {
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	n := len(req.Msg.GetItems())
+	if f.short {
+		n--
+	}
+	results := make([]*authzv1.CheckResponse, max(n, 0))
+	for i := range results {
+		results[i] = f.resp
+	}
+	return connect.NewResponse(&authzv1.BatchCheckResponse{Results: results}), nil
 }
 
 func (f *fakePDP) Check(ctx context.Context, _ *connect.Request[authzv1.CheckRequest]) (*connect.Response[authzv1.CheckResponse], error) {
@@ -78,6 +98,24 @@ func TestClientCheck(t *testing.T) {
 				t.Fatalf("reason = %q, want %q", d.ReasonCode, tc.wantReason)
 			}
 		})
+	}
+}
+
+func TestClientBatchCheck(t *testing.T) {
+	t.Parallel()
+	allow := &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_ALLOW, ReasonCode: reason.Allowed}
+	reqs := []*authzv1.CheckRequest{{Action: "invoice:read"}, {Action: "invoice:read"}}
+	d, err := newClient(t, &fakePDP{resp: allow}).BatchCheck(t.Context(), reqs)
+	if err != nil || len(d) != 2 || !d[0].Allowed() || !d[1].Allowed() {
+		t.Fatalf("parallel answer: %v %v", d, err)
+	}
+	for name, pdp := range map[string]*fakePDP{
+		"not parallel": {resp: allow, short: true},
+		"too slow":     {resp: allow, delay: time.Second},
+	} {
+		if d, err := newClient(t, pdp).BatchCheck(t.Context(), reqs); !errors.Is(err, enforce.ErrPDPUnavailable) || d != nil {
+			t.Errorf("%s: %v %v, want ErrPDPUnavailable and no decisions", name, d, err)
+		}
 	}
 }
 

@@ -39,6 +39,9 @@ const (
 	RouteNotConfigured = "route_not_configured"
 	// PDPUnavailable: the PDP did not answer in time; the request is denied.
 	PDPUnavailable = "pdp_unavailable"
+	// BatchTooLarge: a BatchCheck has more items than the PDP accepts; the
+	// whole batch is refused.
+	BatchTooLarge = "batch_too_large"
 	// InvalidRequest: the request body or parameters are malformed.
 	InvalidRequest = "invalid_request"
 	// ResourceNotFound: no such resource in the caller's tenant.

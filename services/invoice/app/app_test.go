@@ -79,7 +79,31 @@ func TestReportingJobListsAcmeInvoices(t *testing.T) {
 	if resp.Msg.GetNextPageToken() != "" {
 		t.Fatalf("next_page_token %q on the only page", resp.Msg.GetNextPageToken())
 	}
-	assertChecks(t, h.pdp.received(), wantCheck(reportingJob, "invoice:read", &authzv1.Resource{Type: "invoice", Tenant: "acme"}))
+	assertChecks(t, h.pdp.received(),
+		wantCheck(reportingJob, "invoice:read", &authzv1.Resource{Type: "invoice", Tenant: "acme"}),
+		wantCheck(reportingJob, "invoice:read", invoiceResource("inv_demo_acme_1", "acme", 120_000, "billing-bot")),
+		wantCheck(reportingJob, "invoice:read", invoiceResource("inv_demo_acme_2", "acme", 2_500_000, "billing-bot")),
+		wantCheck(reportingJob, "invoice:read", invoiceResource("inv_demo_acme_3", "acme", 48_050, "billing-bot")))
+}
+
+// invoiceResource is the resource a per-invoice check names.
+func invoiceResource(id, tenant string, amount int64, createdBy string) *authzv1.Resource {
+	return &authzv1.Resource{Type: "invoice", Id: id, Tenant: tenant, Attributes: map[string]*authzv1.AttributeValue{
+		"amount_cents": {Kind: &authzv1.AttributeValue_IntValue{IntValue: amount}},
+		"created_by":   {Kind: &authzv1.AttributeValue_StringValue{StringValue: createdBy}},
+		"status":       {Kind: &authzv1.AttributeValue_StringValue{StringValue: "draft"}},
+	}}
+}
+
+// TestListLeavesOutWhatThePDPDenies: a per-invoice denial (BatchCheck)
+// removes that invoice from the page and nothing else.
+func TestListLeavesOutWhatThePDPDenies(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.pdp.hide("inv_demo_acme_2")
+	if got := h.listIDs(reportingJob); !slices.Equal(got, []string{"inv_demo_acme_1", "inv_demo_acme_3"}) {
+		t.Fatalf("lists %v, want the invoice the PDP denies left out", got)
+	}
 }
 
 func TestGetAsksPDPAboutTheInvoice(t *testing.T) {
@@ -123,7 +147,11 @@ func TestOtherTenantCannotSeeAcmeInvoices(t *testing.T) {
 		if got := h.listIDs(carol); !slices.Equal(got, []string{"inv_demo_globex_1"}) {
 			t.Fatalf("globex lists %v, want only its own invoice", got)
 		}
-		assertChecks(t, h.pdp.received(), wantCheck(carol, "invoice:read", &authzv1.Resource{Type: "invoice", Tenant: "globex"}))
+		got := h.pdp.received()
+		if len(got) != 2 || got[1].GetResource().GetId() != "inv_demo_globex_1" {
+			t.Fatalf("PDP requests %v: want globex's collection, then its one invoice", got)
+		}
+		assertChecks(t, got[:1], wantCheck(carol, "invoice:read", &authzv1.Resource{Type: "invoice", Tenant: "globex"}))
 	})
 	t.Run("own invoice", func(t *testing.T) {
 		resp, err := h.client.GetInvoice(t.Context(), as(h.headers(carol), &invoicev1.GetInvoiceRequest{Id: "inv_demo_globex_1"}))
@@ -530,8 +558,11 @@ func TestRequestContextForThePDP(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := h.pdp.received()
-			if len(got) != 1 {
+			if len(got) != 4 { // the collection, then each of acme's three invoices
 				t.Fatalf("PDP asked %d times", len(got))
+			}
+			if got[0].GetContext().GetRequestId() != got[3].GetContext().GetRequestId() {
+				t.Fatal("the per-invoice checks carry another request id than the collection check")
 			}
 			id := got[0].GetContext().GetRequestId()
 			if tc.keep && id != tc.header || !tc.keep && !generated.MatchString(id) {

@@ -35,6 +35,7 @@ type testPDP struct {
 	requests []*authzv1.CheckRequest
 	delay    time.Duration
 	down     bool
+	hidden   map[string]bool
 }
 
 var _ authzv1connect.DecisionServiceHandler = (*testPDP)(nil)
@@ -62,7 +63,7 @@ func defaultTable() map[decisionKey]*authzv1.CheckResponse {
 // newTestPDP serves a testPDP over HTTP/1.1 and h2c until the test ends.
 func newTestPDP(t *testing.T) *testPDP {
 	t.Helper()
-	p := &testPDP{table: defaultTable()}
+	p := &testPDP{table: defaultTable(), hidden: map[string]bool{}}
 	_, h := authzv1connect.NewDecisionServiceHandler(p)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p.isDown() {
@@ -98,6 +99,33 @@ func (p *testPDP) Check(ctx context.Context, req *connect.Request[authzv1.CheckR
 		resp = &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_NOT_APPLICABLE, ReasonCode: reason.NoApplicablePolicy}
 	}
 	return connect.NewResponse(proto.CloneOf(resp)), nil
+}
+
+// BatchCheck implements authzv1connect.DecisionServiceHandler: each item is
+// answered (and recorded) as Check would, unless its resource id is in
+// hidden, which is denied.
+func (p *testPDP) BatchCheck(ctx context.Context, req *connect.Request[authzv1.BatchCheckRequest]) (*connect.Response[authzv1.BatchCheckResponse], error) {
+	results := make([]*authzv1.CheckResponse, 0, len(req.Msg.GetItems()))
+	for _, item := range req.Msg.GetItems() {
+		resp, err := p.Check(ctx, connect.NewRequest(item))
+		if err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		if p.hidden[item.GetResource().GetId()] {
+			resp.Msg = deny(reason.RoleNotPermitted)
+		}
+		p.mu.Unlock()
+		results = append(results, resp.Msg)
+	}
+	return connect.NewResponse(&authzv1.BatchCheckResponse{Results: results}), nil
+}
+
+// hide makes BatchCheck deny the invoice with id.
+func (p *testPDP) hide(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hidden[id] = true
 }
 
 // set replaces one row of the decision table.

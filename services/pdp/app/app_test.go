@@ -22,6 +22,7 @@ import (
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1/authzv1connect"
 	"github.com/gatehouse/gatehouse/services/pdp/app"
+	"github.com/gatehouse/gatehouse/services/pdp/internal/decisionrpc"
 )
 
 // policyDir is the repository's policy bundle.
@@ -198,7 +199,7 @@ func TestCheckRejectsMalformedBodies(t *testing.T) {
 	}{
 		{"not JSON", `{"principal": {`, connect.CodeInvalidArgument.String()},
 		{"wrong field type", `{"action": 7}`, connect.CodeInvalidArgument.String()},
-		{"over 64 KiB", `{"action": "` + strings.Repeat("a", 70<<10) + `"}`, connect.CodeResourceExhausted.String()},
+		{"over the 1 MiB request limit", `{"action": "` + strings.Repeat("a", decisionrpc.MaxRequestBytes) + `"}`, connect.CodeResourceExhausted.String()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

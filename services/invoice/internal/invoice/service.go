@@ -50,6 +50,10 @@ type Authorizer interface {
 	// denial, an unreachable decision point) means no; the service returns
 	// it wrapped, so the adapter that made it can map it to its transport.
 	Authorize(ctx context.Context, c Check) error
+	// Filter decides many Checks at once (one BatchCheck) and reports, per
+	// check, whether it is permitted. An error means no decision could be
+	// had: the caller gets nothing.
+	Filter(ctx context.Context, checks []Check) ([]bool, error)
 }
 
 // Store persists invoices. Every read is scoped to one tenant.
@@ -141,7 +145,15 @@ func (s *Service) Get(ctx context.Context, caller Caller, id string) (Invoice, e
 	if err != nil {
 		return Invoice{}, fmt.Errorf("get invoice: %w", err)
 	}
-	if err := s.authorize(ctx, ActionRead, Resource{
+	if err := s.authorize(ctx, ActionRead, inv.resource()); err != nil {
+		return Invoice{}, err
+	}
+	return inv, nil
+}
+
+// resource describes inv to the PDP.
+func (inv Invoice) resource() Resource {
+	return Resource{
 		Type:   ResourceType,
 		ID:     inv.ID,
 		Tenant: inv.Tenant,
@@ -150,10 +162,7 @@ func (s *Service) Get(ctx context.Context, caller Caller, id string) (Invoice, e
 			"created_by":   inv.CreatedBy,
 			"status":       string(inv.Status),
 		},
-	}); err != nil {
-		return Invoice{}, err
 	}
-	return inv, nil
 }
 
 // List returns a page of the caller's tenant's invoices, oldest first,
@@ -161,9 +170,11 @@ func (s *Service) Get(ctx context.Context, caller Caller, id string) (Invoice, e
 // pageSize 0 means DefaultPageSize; larger than MaxPageSize means
 // MaxPageSize. pageToken is empty or a previous page's NextPageToken.
 //
-// The check is collection-level: a caller who may read the tenant's
-// invoices sees every one of them. Per-invoice filtering (BatchCheck over
-// the page) comes with a later issue.
+// Two checks: collection-level first (may the caller read the tenant's
+// invoices at all? if not, the call is denied), then every invoice of the
+// page in one BatchCheck; invoices the PDP does not permit are left out of
+// the page. The next-page token follows the store's order, so filtered rows
+// never stall pagination.
 func (s *Service) List(ctx context.Context, caller Caller, pageSize int, pageToken string) (Page, error) {
 	if err := caller.check(); err != nil {
 		return Page{}, err
@@ -187,11 +198,28 @@ func (s *Service) List(ctx context.Context, caller Caller, pageSize int, pageTok
 	if err != nil {
 		return Page{}, fmt.Errorf("list invoices: %w", err)
 	}
-	page := Page{Invoices: invs}
+	var page Page
 	if len(invs) > limit {
-		page.Invoices = invs[:limit]
-		last := page.Invoices[limit-1]
+		invs = invs[:limit]
+		last := invs[limit-1]
 		page.NextPageToken = EncodePageToken(Cursor{CreateTime: last.CreateTime, ID: last.ID})
+	}
+	if len(invs) == 0 {
+		return page, nil
+	}
+	checks := make([]Check, len(invs))
+	for i, inv := range invs {
+		checks[i] = Check{Action: ActionRead, Resource: inv.resource()}
+	}
+	permitted, err := s.authz.Filter(ctx, checks)
+	if err != nil {
+		return Page{}, fmt.Errorf("authorize %s: %w", ActionRead, err)
+	}
+	page.Invoices = make([]Invoice, 0, len(invs))
+	for i, inv := range invs {
+		if permitted[i] {
+			page.Invoices = append(page.Invoices, inv)
+		}
 	}
 	return page, nil
 }

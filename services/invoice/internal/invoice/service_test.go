@@ -17,7 +17,9 @@ var errDenied = errors.New("denied by test authorizer")
 
 // recordingAuthorizer records every Check and denies the actions in deny.
 type recordingAuthorizer struct {
-	deny map[string]bool
+	deny      map[string]bool
+	hide      map[string]bool
+	filterErr error
 
 	mu     sync.Mutex
 	checks []invoice.Check
@@ -31,6 +33,16 @@ func (a *recordingAuthorizer) Authorize(_ context.Context, c invoice.Check) erro
 		return errDenied
 	}
 	return nil
+}
+
+// Filter permits every check Authorize would permit, and also denies the
+// invoice ids in hide.
+func (a *recordingAuthorizer) Filter(ctx context.Context, checks []invoice.Check) ([]bool, error) {
+	out := make([]bool, len(checks))
+	for i, c := range checks {
+		out[i] = a.Authorize(ctx, c) == nil && !a.hide[c.Resource.ID]
+	}
+	return out, a.filterErr
 }
 
 func (a *recordingAuthorizer) recorded() []invoice.Check {
@@ -261,5 +273,49 @@ func TestServiceRequiresCaller(t *testing.T) {
 	}
 	if n := len(authz.recorded()); n != 0 {
 		t.Fatalf("authorizer asked %d times without a caller", n)
+	}
+}
+
+// TestServiceListFiltersEachInvoice: invoices the PDP does not permit are
+// left out of the page, pagination still moves on, and a failed batch
+// decision returns nothing.
+func TestServiceListFiltersEachInvoice(t *testing.T) {
+	t.Parallel()
+	svc, _, authz := newService(t)
+	var ids []string
+	for range 3 {
+		inv, err := svc.Create(t.Context(), acmeBot, invoice.Draft{Customer: "Initech", AmountCents: 100, Currency: "EUR"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, inv.ID)
+	}
+	authz.hide = map[string]bool{ids[1]: true}
+	page, err := svc.List(t.Context(), acmeBot, 2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Invoices) != 1 || page.Invoices[0].ID != ids[0] || page.NextPageToken == "" {
+		t.Fatalf("first page %v (next %q): want only %s and a next page", page.Invoices, page.NextPageToken, ids[0])
+	}
+	next, err := svc.List(t.Context(), acmeBot, 2, page.NextPageToken)
+	if err != nil || len(next.Invoices) != 1 || next.Invoices[0].ID != ids[2] {
+		t.Fatalf("second page %v %v: want %s", next.Invoices, err, ids[2])
+	}
+	var perInvoice int
+	for _, c := range authz.recorded() {
+		if c.Resource.ID != "" {
+			perInvoice++
+			if c.Resource.Tenant != "acme" || c.Resource.Attributes["amount_cents"] != int64(100) {
+				t.Fatalf("per-invoice check lacks tenant or attributes: %+v", c)
+			}
+		}
+	}
+	if perInvoice != 3 {
+		t.Fatalf("%d per-invoice checks, want 3 (one per listed invoice)", perInvoice)
+	}
+	authz.filterErr = errDenied
+	if p, err := svc.List(t.Context(), acmeBot, 0, ""); !errors.Is(err, errDenied) || len(p.Invoices) != 0 {
+		t.Fatalf("failed batch: %v %v, want the error and no invoices", p.Invoices, err)
 	}
 }

@@ -84,6 +84,49 @@ func (a *Authorizer) Authorize(ctx context.Context, c invoice.Check) error {
 	return nil
 }
 
+// Filter implements invoice.Authorizer with one BatchCheck. Only an ALLOW
+// permits an item; a PDP that does not answer means unavailable for all.
+func (a *Authorizer) Filter(ctx context.Context, checks []invoice.Check) ([]bool, error) {
+	claims, ok := enforce.ClaimsFrom(ctx)
+	if !ok {
+		return nil, enforce.Unauthenticated(ctx, reason.MissingToken)
+	}
+	info, ok := requestFrom(ctx)
+	if !ok {
+		info = newRequestInfo(nil, "")
+	}
+	principal := enforce.Principal(claims)
+	reqs := make([]*authzv1.CheckRequest, len(checks))
+	for i, c := range checks {
+		attrs, err := attributeValues(c.Resource.Attributes)
+		if err != nil {
+			a.logger.ErrorContext(ctx, "cannot build authorization request: denying", slog.Any("error", err))
+			return nil, enforce.Error(ctx, connect.CodeInternal, reason.InvalidAttribute, "the request could not be authorized")
+		}
+		reqs[i] = &authzv1.CheckRequest{
+			Principal: principal,
+			Action:    c.Action,
+			Resource:  &authzv1.Resource{Type: c.Resource.Type, Id: c.Resource.ID, Tenant: c.Resource.Tenant, Attributes: attrs},
+			Context:   &authzv1.RequestContext{RequestId: info.id, Time: timestamppb.New(info.time), SourceIp: info.sourceIP},
+		}
+	}
+	decisions, err := a.pdp.BatchCheck(ctx, reqs)
+	if err != nil {
+		a.logger.ErrorContext(ctx, "pdp unavailable: denying", slog.String("request_id", info.id), slog.Any("error", err))
+		return nil, enforce.Unavailable(ctx, reason.PDPUnavailable)
+	}
+	permitted := make([]bool, len(decisions))
+	denied := 0
+	for i, d := range decisions {
+		permitted[i] = d.Allowed()
+		if !permitted[i] {
+			denied++
+		}
+	}
+	a.logger.DebugContext(ctx, "filtered", slog.String("request_id", info.id), slog.Int("items", len(decisions)), slog.Int("denied", denied))
+	return permitted, nil
+}
+
 // attributeValues converts domain attributes to the PDP's typed values.
 func attributeValues(in map[string]any) (map[string]*authzv1.AttributeValue, error) {
 	if len(in) == 0 {

@@ -7,17 +7,24 @@ package decisionrpc
 
 import (
 	"context"
+	"fmt"
 
 	"connectrpc.com/connect"
 
+	"github.com/gatehouse/gatehouse/libs/enforce"
+	"github.com/gatehouse/gatehouse/libs/enforce/reason"
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1/authzv1connect"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/decision"
 )
 
-// MaxRequestBytes bounds a Check request body; a real one is a few hundred
-// bytes.
-const MaxRequestBytes = 64 << 10
+// MaxRequestBytes bounds a request body: a Check is a few hundred bytes, a
+// full BatchCheck of MaxBatchItems well under this.
+const MaxRequestBytes = 1 << 20
+
+// MaxBatchItems is the largest BatchCheck accepted; a larger one is refused
+// whole, before anything is decided.
+const MaxBatchItems = 100
 
 // Decider decides requests; *decision.Service implements it.
 type Decider interface {
@@ -40,6 +47,22 @@ func NewHandler(decider Decider) *Handler {
 func (h *Handler) Check(ctx context.Context, req *connect.Request[authzv1.CheckRequest]) (*connect.Response[authzv1.CheckResponse], error) {
 	d := h.decider.Decide(ctx, toRequest(req.Msg))
 	return connect.NewResponse(toResponse(d)), nil
+}
+
+// BatchCheck decides every item exactly as Check would, in order; results
+// are parallel to items. A bad item is an INDETERMINATE result at its own
+// index; only an over-size batch is an error, and it decides nothing.
+func (h *Handler) BatchCheck(ctx context.Context, req *connect.Request[authzv1.BatchCheckRequest]) (*connect.Response[authzv1.BatchCheckResponse], error) {
+	items := req.Msg.GetItems()
+	if len(items) > MaxBatchItems {
+		return nil, enforce.Error(ctx, connect.CodeInvalidArgument, reason.BatchTooLarge,
+			fmt.Sprintf("a batch holds at most %d items; this one has %d", MaxBatchItems, len(items)))
+	}
+	results := make([]*authzv1.CheckResponse, len(items))
+	for i, item := range items {
+		results[i] = toResponse(h.decider.Decide(ctx, toRequest(item)))
+	}
+	return connect.NewResponse(&authzv1.BatchCheckResponse{Results: results}), nil
 }
 
 func toRequest(m *authzv1.CheckRequest) decision.Request {

@@ -706,6 +706,95 @@ func (x *CheckResponse) GetRequiredScopes() []string {
 	return nil
 }
 
+type BatchCheckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*CheckRequest        `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckRequest) Reset() {
+	*x = BatchCheckRequest{}
+	mi := &file_gatehouse_authz_v1_decision_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckRequest) ProtoMessage() {}
+
+func (x *BatchCheckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_authz_v1_decision_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckRequest.ProtoReflect.Descriptor instead.
+func (*BatchCheckRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_authz_v1_decision_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BatchCheckRequest) GetItems() []*CheckRequest {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type BatchCheckResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results[i] answers items[i].
+	Results       []*CheckResponse `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckResponse) Reset() {
+	*x = BatchCheckResponse{}
+	mi := &file_gatehouse_authz_v1_decision_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckResponse) ProtoMessage() {}
+
+func (x *BatchCheckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_authz_v1_decision_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckResponse.ProtoReflect.Descriptor instead.
+func (*BatchCheckResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_authz_v1_decision_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BatchCheckResponse) GetResults() []*CheckResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_gatehouse_authz_v1_decision_proto protoreflect.FileDescriptor
 
 const file_gatehouse_authz_v1_decision_proto_rawDesc = "" +
@@ -767,15 +856,21 @@ const file_gatehouse_authz_v1_decision_proto_rawDesc = "" +
 	"\x0epolicy_version\x18\x05 \x01(\tR\rpolicyVersion\x12\x1f\n" +
 	"\vdecision_id\x18\x06 \x01(\tR\n" +
 	"decisionId\x12'\n" +
-	"\x0frequired_scopes\x18\a \x03(\tR\x0erequiredScopes*\x84\x01\n" +
+	"\x0frequired_scopes\x18\a \x03(\tR\x0erequiredScopes\"K\n" +
+	"\x11BatchCheckRequest\x126\n" +
+	"\x05items\x18\x01 \x03(\v2 .gatehouse.authz.v1.CheckRequestR\x05items\"Q\n" +
+	"\x12BatchCheckResponse\x12;\n" +
+	"\aresults\x18\x01 \x03(\v2!.gatehouse.authz.v1.CheckResponseR\aresults*\x84\x01\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
 	"\rDECISION_DENY\x10\x02\x12\x1b\n" +
 	"\x17DECISION_NOT_APPLICABLE\x10\x03\x12\x1a\n" +
-	"\x16DECISION_INDETERMINATE\x10\x042d\n" +
+	"\x16DECISION_INDETERMINATE\x10\x042\xc6\x01\n" +
 	"\x0fDecisionService\x12Q\n" +
-	"\x05Check\x12 .gatehouse.authz.v1.CheckRequest\x1a!.gatehouse.authz.v1.CheckResponse\"\x03\x90\x02\x01B\xd6\x01\n" +
+	"\x05Check\x12 .gatehouse.authz.v1.CheckRequest\x1a!.gatehouse.authz.v1.CheckResponse\"\x03\x90\x02\x01\x12`\n" +
+	"\n" +
+	"BatchCheck\x12%.gatehouse.authz.v1.BatchCheckRequest\x1a&.gatehouse.authz.v1.BatchCheckResponse\"\x03\x90\x02\x01B\xd6\x01\n" +
 	"\x16com.gatehouse.authz.v1B\rDecisionProtoP\x01ZCgithub.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1;authzv1\xa2\x02\x03GAX\xaa\x02\x12Gatehouse.Authz.V1\xca\x02\x12Gatehouse\\Authz\\V1\xe2\x02\x1eGatehouse\\Authz\\V1\\GPBMetadata\xea\x02\x14Gatehouse::Authz::V1b\x06proto3"
 
 var (
@@ -791,7 +886,7 @@ func file_gatehouse_authz_v1_decision_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_authz_v1_decision_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_authz_v1_decision_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_gatehouse_authz_v1_decision_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_gatehouse_authz_v1_decision_proto_goTypes = []any{
 	(Decision)(0),                 // 0: gatehouse.authz.v1.Decision
 	(*Principal)(nil),             // 1: gatehouse.authz.v1.Principal
@@ -802,29 +897,35 @@ var file_gatehouse_authz_v1_decision_proto_goTypes = []any{
 	(*CheckRequest)(nil),          // 6: gatehouse.authz.v1.CheckRequest
 	(*Obligation)(nil),            // 7: gatehouse.authz.v1.Obligation
 	(*CheckResponse)(nil),         // 8: gatehouse.authz.v1.CheckResponse
-	nil,                           // 9: gatehouse.authz.v1.Resource.AttributesEntry
-	nil,                           // 10: gatehouse.authz.v1.Obligation.ParamsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*BatchCheckRequest)(nil),     // 9: gatehouse.authz.v1.BatchCheckRequest
+	(*BatchCheckResponse)(nil),    // 10: gatehouse.authz.v1.BatchCheckResponse
+	nil,                           // 11: gatehouse.authz.v1.Resource.AttributesEntry
+	nil,                           // 12: gatehouse.authz.v1.Obligation.ParamsEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_gatehouse_authz_v1_decision_proto_depIdxs = []int32{
-	11, // 0: gatehouse.authz.v1.Principal.auth_time:type_name -> google.protobuf.Timestamp
+	13, // 0: gatehouse.authz.v1.Principal.auth_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: gatehouse.authz.v1.Principal.actor_chain:type_name -> gatehouse.authz.v1.Actor
-	9,  // 2: gatehouse.authz.v1.Resource.attributes:type_name -> gatehouse.authz.v1.Resource.AttributesEntry
-	11, // 3: gatehouse.authz.v1.RequestContext.time:type_name -> google.protobuf.Timestamp
+	11, // 2: gatehouse.authz.v1.Resource.attributes:type_name -> gatehouse.authz.v1.Resource.AttributesEntry
+	13, // 3: gatehouse.authz.v1.RequestContext.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: gatehouse.authz.v1.CheckRequest.principal:type_name -> gatehouse.authz.v1.Principal
 	3,  // 5: gatehouse.authz.v1.CheckRequest.resource:type_name -> gatehouse.authz.v1.Resource
 	5,  // 6: gatehouse.authz.v1.CheckRequest.context:type_name -> gatehouse.authz.v1.RequestContext
-	10, // 7: gatehouse.authz.v1.Obligation.params:type_name -> gatehouse.authz.v1.Obligation.ParamsEntry
+	12, // 7: gatehouse.authz.v1.Obligation.params:type_name -> gatehouse.authz.v1.Obligation.ParamsEntry
 	0,  // 8: gatehouse.authz.v1.CheckResponse.decision:type_name -> gatehouse.authz.v1.Decision
 	7,  // 9: gatehouse.authz.v1.CheckResponse.obligations:type_name -> gatehouse.authz.v1.Obligation
-	4,  // 10: gatehouse.authz.v1.Resource.AttributesEntry.value:type_name -> gatehouse.authz.v1.AttributeValue
-	6,  // 11: gatehouse.authz.v1.DecisionService.Check:input_type -> gatehouse.authz.v1.CheckRequest
-	8,  // 12: gatehouse.authz.v1.DecisionService.Check:output_type -> gatehouse.authz.v1.CheckResponse
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	6,  // 10: gatehouse.authz.v1.BatchCheckRequest.items:type_name -> gatehouse.authz.v1.CheckRequest
+	8,  // 11: gatehouse.authz.v1.BatchCheckResponse.results:type_name -> gatehouse.authz.v1.CheckResponse
+	4,  // 12: gatehouse.authz.v1.Resource.AttributesEntry.value:type_name -> gatehouse.authz.v1.AttributeValue
+	6,  // 13: gatehouse.authz.v1.DecisionService.Check:input_type -> gatehouse.authz.v1.CheckRequest
+	9,  // 14: gatehouse.authz.v1.DecisionService.BatchCheck:input_type -> gatehouse.authz.v1.BatchCheckRequest
+	8,  // 15: gatehouse.authz.v1.DecisionService.Check:output_type -> gatehouse.authz.v1.CheckResponse
+	10, // 16: gatehouse.authz.v1.DecisionService.BatchCheck:output_type -> gatehouse.authz.v1.BatchCheckResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_authz_v1_decision_proto_init() }
@@ -844,7 +945,7 @@ func file_gatehouse_authz_v1_decision_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_authz_v1_decision_proto_rawDesc), len(file_gatehouse_authz_v1_decision_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

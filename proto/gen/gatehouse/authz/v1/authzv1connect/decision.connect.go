@@ -35,12 +35,22 @@ const (
 const (
 	// DecisionServiceCheckProcedure is the fully-qualified name of the DecisionService's Check RPC.
 	DecisionServiceCheckProcedure = "/gatehouse.authz.v1.DecisionService/Check"
+	// DecisionServiceBatchCheckProcedure is the fully-qualified name of the DecisionService's
+	// BatchCheck RPC.
+	DecisionServiceBatchCheckProcedure = "/gatehouse.authz.v1.DecisionService/BatchCheck"
 )
 
 // DecisionServiceClient is a client for the gatehouse.authz.v1.DecisionService service.
 type DecisionServiceClient interface {
 	// Check decides one request.
 	Check(context.Context, *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error)
+	// BatchCheck decides up to 100 requests, each exactly as Check would: the
+	// response's results are parallel to the request's items, every item gets
+	// its own decision (and decision_id), duplicates included, and a bad item
+	// is an INDETERMINATE result at its index, never an error for the batch.
+	// A batch of more than 100 items is refused whole with invalid_argument
+	// (reason batch_too_large).
+	BatchCheck(context.Context, *connect.Request[v1.BatchCheckRequest]) (*connect.Response[v1.BatchCheckResponse], error)
 }
 
 // NewDecisionServiceClient constructs a client for the gatehouse.authz.v1.DecisionService service.
@@ -61,12 +71,20 @@ func NewDecisionServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		batchCheck: connect.NewClient[v1.BatchCheckRequest, v1.BatchCheckResponse](
+			httpClient,
+			baseURL+DecisionServiceBatchCheckProcedure,
+			connect.WithSchema(decisionServiceMethods.ByName("BatchCheck")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // decisionServiceClient implements DecisionServiceClient.
 type decisionServiceClient struct {
-	check *connect.Client[v1.CheckRequest, v1.CheckResponse]
+	check      *connect.Client[v1.CheckRequest, v1.CheckResponse]
+	batchCheck *connect.Client[v1.BatchCheckRequest, v1.BatchCheckResponse]
 }
 
 // Check calls gatehouse.authz.v1.DecisionService.Check.
@@ -74,10 +92,22 @@ func (c *decisionServiceClient) Check(ctx context.Context, req *connect.Request[
 	return c.check.CallUnary(ctx, req)
 }
 
+// BatchCheck calls gatehouse.authz.v1.DecisionService.BatchCheck.
+func (c *decisionServiceClient) BatchCheck(ctx context.Context, req *connect.Request[v1.BatchCheckRequest]) (*connect.Response[v1.BatchCheckResponse], error) {
+	return c.batchCheck.CallUnary(ctx, req)
+}
+
 // DecisionServiceHandler is an implementation of the gatehouse.authz.v1.DecisionService service.
 type DecisionServiceHandler interface {
 	// Check decides one request.
 	Check(context.Context, *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error)
+	// BatchCheck decides up to 100 requests, each exactly as Check would: the
+	// response's results are parallel to the request's items, every item gets
+	// its own decision (and decision_id), duplicates included, and a bad item
+	// is an INDETERMINATE result at its index, never an error for the batch.
+	// A batch of more than 100 items is refused whole with invalid_argument
+	// (reason batch_too_large).
+	BatchCheck(context.Context, *connect.Request[v1.BatchCheckRequest]) (*connect.Response[v1.BatchCheckResponse], error)
 }
 
 // NewDecisionServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -94,10 +124,19 @@ func NewDecisionServiceHandler(svc DecisionServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	decisionServiceBatchCheckHandler := connect.NewUnaryHandler(
+		DecisionServiceBatchCheckProcedure,
+		svc.BatchCheck,
+		connect.WithSchema(decisionServiceMethods.ByName("BatchCheck")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.authz.v1.DecisionService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DecisionServiceCheckProcedure:
 			decisionServiceCheckHandler.ServeHTTP(w, r)
+		case DecisionServiceBatchCheckProcedure:
+			decisionServiceBatchCheckHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -109,4 +148,8 @@ type UnimplementedDecisionServiceHandler struct{}
 
 func (UnimplementedDecisionServiceHandler) Check(context.Context, *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.authz.v1.DecisionService.Check is not implemented"))
+}
+
+func (UnimplementedDecisionServiceHandler) BatchCheck(context.Context, *connect.Request[v1.BatchCheckRequest]) (*connect.Response[v1.BatchCheckResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.authz.v1.DecisionService.BatchCheck is not implemented"))
 }
