@@ -39,6 +39,9 @@ const (
 	RouteNotConfigured = "route_not_configured"
 	// PDPUnavailable: the PDP did not answer in time; the request is denied.
 	PDPUnavailable = "pdp_unavailable"
+	// RateLimited: the client or source address sent more requests than its
+	// rate allows; retry after the Retry-After seconds.
+	RateLimited = "rate_limited"
 	// BatchTooLarge: a BatchCheck has more items than the PDP accepts; the
 	// whole batch is refused.
 	BatchTooLarge = "batch_too_large"

@@ -21,6 +21,7 @@ import (
 	"github.com/gatehouse/gatehouse/libs/telemetry"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1/authzv1connect"
 	"github.com/gatehouse/gatehouse/services/gateway/internal/edge"
+	"github.com/gatehouse/gatehouse/services/gateway/internal/ratelimit"
 	"github.com/gatehouse/gatehouse/services/gateway/internal/route"
 )
 
@@ -34,7 +35,10 @@ type Config struct {
 	PDPTimeout   time.Duration
 	InvoiceURL   string
 	MaxBodyBytes int64
-	Telemetry    telemetry.Config
+	// Rate limits (token buckets): per source address and per client.
+	SourceRate, ClientRate   float64
+	SourceBurst, ClientBurst int
+	Telemetry                telemetry.Config
 }
 
 // RegisterFlags binds the configuration to fs (and, through envflag, to
@@ -48,6 +52,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PDPTimeout, "pdp-timeout", 250*time.Millisecond, "deadline of one PDP decision; past it the request is denied")
 	fs.StringVar(&c.InvoiceURL, "invoice-url", "http://localhost:8091", "invoice service base URL")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted")
+	fs.Float64Var(&c.SourceRate, "rate-limit-source", 50, "requests per second per source address (0: unlimited)")
+	fs.IntVar(&c.SourceBurst, "rate-limit-source-burst", 100, "burst per source address")
+	fs.Float64Var(&c.ClientRate, "rate-limit-client", 100, "requests per second per client_id (0: unlimited)")
+	fs.IntVar(&c.ClientBurst, "rate-limit-client-burst", 200, "burst per client_id")
 	fs.StringVar(&c.Telemetry.Exporter, "otel-exporter", telemetry.ExporterNone, "trace exporter: none, stdout or otlp")
 	fs.StringVar(&c.Telemetry.OTLPEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port")
 	fs.BoolVar(&c.Telemetry.OTLPInsecure, "otel-insecure", false, "send OTLP without TLS")
@@ -118,6 +126,8 @@ func build(cfg Config, logger *slog.Logger, tel *telemetry.Telemetry, upstreams 
 		Upstreams:    upstreams,
 		Transport:    tel.Transport(h2cTransport()),
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		SourceLimit:  ratelimit.New(ratelimit.Config{Rate: cfg.SourceRate, Burst: cfg.SourceBurst}),
+		ClientLimit:  ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}),
 		Logger:       logger,
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,12 +26,18 @@ import (
 	"github.com/gatehouse/gatehouse/libs/enforce"
 	"github.com/gatehouse/gatehouse/libs/enforce/reason"
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
+	"github.com/gatehouse/gatehouse/services/gateway/internal/ratelimit"
 	"github.com/gatehouse/gatehouse/services/gateway/internal/route"
 )
 
 // Verifier verifies bearer tokens.
 type Verifier interface {
 	Verify(ctx context.Context, raw string) (*accesstoken.Claims, error)
+}
+
+// Limiter is a set of token buckets (see package ratelimit).
+type Limiter interface {
+	Allow(key string) (ok bool, retryAfter time.Duration)
 }
 
 // Decider asks the PDP.
@@ -49,8 +56,12 @@ type Config struct {
 	Transport http.RoundTripper
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// SourceLimit limits requests per source address, before any token
+	// work; ClientLimit per verified client_id. Nil means unlimited.
+	SourceLimit Limiter
+	ClientLimit Limiter
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Handler is the gateway's edge handler.
@@ -135,6 +146,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Header.Del(enforce.HeaderRequestID)
 
+	// The source address is the TCP peer, never a forwarded-for header a
+	// client could rotate to get a fresh bucket.
+	if h.limited(w, r, log, start, h.cfg.SourceLimit, sourceIP(r)) {
+		return
+	}
 	raw, ok := enforce.BearerToken(r.Header)
 	if !ok {
 		h.deny(w, r, log, start, enforce.Unauthenticated(ctx, reason.MissingToken))
@@ -152,6 +168,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With(slog.String("subject", claims.Subject), slog.String("tenant", claims.Tenant), slog.String("client_id", claims.ClientID))
+	if h.limited(w, r, log, start, h.cfg.ClientLimit, claims.ClientID) {
+		return
+	}
 
 	rt, ok := h.cfg.Routes.Lookup(r.URL.Path)
 	if !ok {
@@ -187,6 +206,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.proxies[rt.Upstream].ServeHTTP(sw, r)
 	log.InfoContext(ctx, "request", slog.String("action", rt.Action), slog.String("reason_code", decision.ReasonCode),
 		slog.Int("status", sw.status), slog.Duration("latency", h.cfg.Now().Sub(start)))
+}
+
+// limited answers 429 with Retry-After when key's bucket is empty.
+func (h *Handler) limited(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, l Limiter, key string) bool {
+	if l == nil {
+		return false
+	}
+	ok, wait := l.Allow(key)
+	if ok {
+		return false
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(ratelimit.RetryAfterSeconds(wait)))
+	h.deny(w, r, log, start, enforce.Error(r.Context(), connect.CodeResourceExhausted, reason.RateLimited, "too many requests; retry later"))
+	return true
 }
 
 func (h *Handler) deny(w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time, err *connect.Error) {

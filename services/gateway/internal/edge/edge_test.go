@@ -3,6 +3,7 @@ package edge_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	invoicev1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1/invoicev1connect"
 	"github.com/gatehouse/gatehouse/services/gateway/internal/edge"
+	"github.com/gatehouse/gatehouse/services/gateway/internal/ratelimit"
 	"github.com/gatehouse/gatehouse/services/gateway/internal/route"
 )
 
@@ -102,6 +104,11 @@ func allow(*authzv1.CheckRequest) (enforce.Decision, error) {
 
 func newFixture(t *testing.T, decide func(*authzv1.CheckRequest) (enforce.Decision, error), upstreamURL string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, decide, upstreamURL, nil)
+}
+
+func newFixtureWith(t *testing.T, decide func(*authzv1.CheckRequest) (enforce.Decision, error), upstreamURL string, edit func(*edge.Config)) *fixture {
+	t.Helper()
 	f := &fixture{iss: accesstokentest.NewIssuer(t), pdp: &fakePDP{decide: decide}, upstream: &upstream{}}
 	if upstreamURL == "" {
 		_, h := invoicev1connect.NewInvoiceServiceHandler(f.upstream)
@@ -114,12 +121,16 @@ func newFixture(t *testing.T, decide func(*authzv1.CheckRequest) (enforce.Decisi
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(upstreamURL)
-	h, err := edge.NewHandler(edge.Config{
+	cfg := edge.Config{
 		Routes: table, Verifier: v, PDP: f.pdp,
 		Upstreams: map[string]*url.URL{route.UpstreamInvoice: u},
 		Transport: h2cTransport(), MaxBodyBytes: 1 << 10,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	h, err := edge.NewHandler(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,5 +329,54 @@ func TestOversizedBodyIsRefused(t *testing.T) {
 	}
 	if n := f.upstream.callCount(); n != 0 {
 		t.Fatalf("oversized body reached the handler (%d calls)", n)
+	}
+}
+
+// TestRateLimits: past its burst a source address, then a client, gets 429
+// with Retry-After; rotating headers (X-Forwarded-For, X-Real-Ip, request
+// ids, a fresh token of the same client) does not buy a new bucket.
+func TestRateLimits(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		edit  func(*edge.Config)
+		token func(f *fixture, i int) string
+	}{
+		{"per source address, even without a token", func(c *edge.Config) {
+			c.SourceLimit = ratelimit.New(ratelimit.Config{Rate: 0.001, Burst: 3})
+		}, func(*fixture, int) string { return "" }},
+		{"per client, whatever the token", func(c *edge.Config) {
+			c.ClientLimit = ratelimit.New(ratelimit.Config{Rate: 0.001, Burst: 3})
+		}, func(f *fixture, _ int) string { return f.iss.Mint(t, nil, nil) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixtureWith(t, allow, "", tc.edit)
+			var last *http.Response
+			for i := range 4 {
+				req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, f.gateway.URL+"/gatehouse.invoice.v1.InvoiceService/ListInvoices", strings.NewReader("{}"))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i))
+				req.Header.Set("X-Real-Ip", fmt.Sprintf("203.0.113.%d", i))
+				req.Header.Set(enforce.HeaderRequestID, fmt.Sprintf("rotated-%d", i))
+				if tok := tc.token(f, i); tok != "" {
+					req.Header.Set("Authorization", "Bearer "+tok)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if i < 3 && resp.StatusCode == http.StatusTooManyRequests {
+					t.Fatalf("request %d limited within the burst", i+1)
+				}
+				last = resp
+			}
+			if last.StatusCode != http.StatusTooManyRequests || last.Header.Get("Retry-After") == "" {
+				t.Fatalf("4th request: %d Retry-After=%q, want 429 with Retry-After", last.StatusCode, last.Header.Get("Retry-After"))
+			}
+		})
 	}
 }
