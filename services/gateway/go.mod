@@ -9,6 +9,7 @@ require (
 	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/proto v0.0.0-00010101000000-000000000000
+	golang.org/x/time v0.16.0
 	google.golang.org/protobuf v1.36.12
 )
 
@@ -46,7 +47,6 @@ require (
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
-	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c // indirect
 	google.golang.org/grpc v1.85.0 // indirect
