@@ -32,9 +32,23 @@ type Config struct {
 	DatabaseURL string
 	// Demo loads the demo seed and allows ephemeral keys (flag demo). Never in production.
 	Demo bool
-	// SigningKeyFile is a PEM PKCS#8 EC P-256 key signing access tokens
-	// (flag signing-key-file). Required unless Demo.
-	SigningKeyFile string
+	// KeyEncryptionKeyFile holds the 32-byte key-encryption key (KEK) that
+	// seals the signing keys stored in the database (flag
+	// key-encryption-key-file). Required unless Demo.
+	KeyEncryptionKeyFile string
+	// KeyRotationPeriod is the age at which the newest signing key is
+	// succeeded by a new one (flag key-rotation-period).
+	KeyRotationPeriod time.Duration
+	// KeyPublishLead is how long a new signing key is in the JWKS before it
+	// signs (flag key-publish-lead).
+	KeyPublishLead time.Duration
+	// KeyRefreshInterval is how often each replica reloads the key set and
+	// applies the rotation schedule (flag key-refresh-interval).
+	KeyRefreshInterval time.Duration
+	// MaxTokenLifetime is the longest lifetime of any token the issuer
+	// signs; a retired key stays published that long, plus the refresh
+	// interval and clock skew (flag max-token-lifetime).
+	MaxTokenLifetime time.Duration
 	// ClientSecretKeyFile holds the key (at least 32 bytes) of the client
 	// secret hash (flag client-secret-key-file). Required unless Demo.
 	ClientSecretKeyFile string
@@ -59,6 +73,10 @@ const (
 	DefaultIssuer              = "http://localhost:8080"
 	DefaultAccessTokenLifespan = 5 * time.Minute
 	DefaultDiscoveryMaxAge     = 5 * time.Minute
+	DefaultKeyRotationPeriod   = 24 * time.Hour
+	DefaultKeyPublishLead      = 10 * time.Minute
+	DefaultKeyRefreshInterval  = time.Minute
+	DefaultMaxTokenLifetime    = time.Hour
 )
 
 // DefaultScopesSupported are the API scopes of the platform that a token can
@@ -74,7 +92,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Store, "store", StorePostgres, "store: postgres, or memory (dev only, loses everything on restart)")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres DSN (required with -store postgres)")
 	fs.BoolVar(&c.Demo, "demo", false, "load the demo seed and allow ephemeral keys (never in production)")
-	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "PEM PKCS#8 EC P-256 private key for ES256 access tokens (required unless -demo)")
+	fs.StringVar(&c.KeyEncryptionKeyFile, "key-encryption-key-file", "", "file holding the 32-byte key that encrypts the signing keys stored in the database (required unless -demo)")
+	fs.DurationVar(&c.KeyRotationPeriod, "key-rotation-period", DefaultKeyRotationPeriod, "age at which the newest signing key is succeeded by a new one")
+	fs.DurationVar(&c.KeyPublishLead, "key-publish-lead", DefaultKeyPublishLead, "how long a new signing key is published in the JWKS before it signs (keep above -key-refresh-interval plus the verifiers' JWKS cache time)")
+	fs.DurationVar(&c.KeyRefreshInterval, "key-refresh-interval", DefaultKeyRefreshInterval, "how often the issuer reloads its signing keys and applies the rotation schedule")
+	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", DefaultMaxTokenLifetime, "longest lifetime of any token the issuer signs; a retired signing key stays published this long (plus refresh interval and clock skew)")
 	fs.StringVar(&c.ClientSecretKeyFile, "client-secret-key-file", "", "file whose bytes (at least 32) key the client secret hash (required unless -demo)")
 	fs.DurationVar(&c.AccessTokenLifespan, "access-token-lifespan", DefaultAccessTokenLifespan, "default access token lifetime")
 	c.ScopesSupported = DefaultScopesSupported()
@@ -103,9 +125,10 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("-store %q: want postgres or memory", c.Store))
 	}
-	if !c.Demo && c.SigningKeyFile == "" {
-		errs = append(errs, errors.New("-signing-key-file is required (only -demo may run with an ephemeral key)"))
+	if !c.Demo && c.KeyEncryptionKeyFile == "" {
+		errs = append(errs, errors.New("-key-encryption-key-file is required (only -demo may run with an ephemeral key-encryption key)"))
 	}
+	errs = append(errs, c.validateKeySchedule()...)
 	if !c.Demo && c.ClientSecretKeyFile == "" {
 		errs = append(errs, errors.New("-client-secret-key-file is required (only -demo may run with a random key)"))
 	}
@@ -116,6 +139,21 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("-discovery-max-age must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateKeySchedule checks the signing-key rotation settings.
+func (c *Config) validateKeySchedule() []error {
+	var errs []error
+	if c.KeyPublishLead < 0 || c.KeyRefreshInterval <= 0 {
+		errs = append(errs, errors.New("-key-publish-lead must not be negative and -key-refresh-interval must be positive"))
+	}
+	if c.KeyRotationPeriod <= c.KeyPublishLead {
+		errs = append(errs, errors.New("-key-rotation-period must exceed -key-publish-lead"))
+	}
+	if c.MaxTokenLifetime < c.AccessTokenLifespan {
+		errs = append(errs, errors.New("-max-token-lifetime must be at least -access-token-lifespan"))
+	}
+	return errs
 }
 
 // validateIssuer enforces RFC 8414 §2: an http(s) URL with no query or

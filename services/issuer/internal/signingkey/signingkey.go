@@ -1,9 +1,11 @@
-// Package signingkey holds the issuer's access-token signing key: an ECDSA
-// P-256 key used with ES256 only, identified by its RFC 7638 thumbprint, and
-// published as a JWKS with the public half only.
+// Package signingkey holds the issuer's access-token signing keys: ECDSA
+// P-256 keys used with ES256 only, identified by their RFC 7638 thumbprint,
+// published as a JWKS with the public half only, stored sealed under a
+// key-encryption key (KEK), and rotated publish-then-use by a Ring.
 package signingkey
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -50,7 +52,12 @@ func Parse(pemData []byte) (*Key, error) {
 	if block.Type != "PRIVATE KEY" {
 		return nil, fmt.Errorf("PEM block is %q, want a PKCS#8 \"PRIVATE KEY\"", block.Type)
 	}
-	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	return parsePKCS8(block.Bytes)
+}
+
+// parsePKCS8 decodes a PKCS#8 DER P-256 private key.
+func parsePKCS8(der []byte) (*Key, error) {
+	parsed, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
 		return nil, fmt.Errorf("parse PKCS#8: %w", err)
 	}
@@ -61,8 +68,8 @@ func Parse(pemData []byte) (*Key, error) {
 	return newKey(priv)
 }
 
-// Generate returns a fresh random key. It lives only as long as the process,
-// so tokens it signed cannot be verified after a restart: for demo use only.
+// Generate returns a fresh random key. Keep it only sealed under a KEK (see
+// KEK.Seal), or it dies with the process and so do its tokens.
 func Generate() (*Key, error) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -99,16 +106,28 @@ func (k *Key) Private() *ecdsa.PrivateKey { return k.private }
 // Public returns the public key.
 func (k *Key) Public() *ecdsa.PublicKey { return &k.private.PublicKey }
 
-// JWKS returns the JSON Web Key Set publishing k's public key: kty EC,
-// crv P-256, alg ES256, use sig, and the kid tokens carry.
+// SigningKey returns k itself: a single Key is a key source that never
+// rotates (tests, tools).
+func (k *Key) SigningKey(context.Context) (*Key, error) { return k, nil }
+
+// VerificationKey returns k's public key if kid is k's kid, else
+// ErrUnknownKey.
+func (k *Key) VerificationKey(_ context.Context, kid string) (*ecdsa.PublicKey, error) {
+	if kid != k.kid {
+		return nil, ErrUnknownKey
+	}
+	return k.Public(), nil
+}
+
+// JWK returns k's public key as published: kty EC, crv P-256, alg ES256,
+// use sig, and the kid tokens carry.
+func (k *Key) JWK() jose.JSONWebKey {
+	return jose.JSONWebKey{Key: k.Public(), KeyID: k.kid, Algorithm: Algorithm, Use: "sig"}
+}
+
+// JWKS returns the JSON Web Key Set publishing k's public key (see JWK).
 func (k *Key) JWKS() ([]byte, error) {
-	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{
-		Key:       k.Public(),
-		KeyID:     k.kid,
-		Algorithm: Algorithm,
-		Use:       "sig",
-	}}}
-	out, err := json.Marshal(set)
+	out, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{k.JWK()}})
 	if err != nil {
 		return nil, fmt.Errorf("signingkey: marshal JWKS: %w", err)
 	}

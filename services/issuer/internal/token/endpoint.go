@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -26,7 +25,6 @@ const repeatable = "audience"
 // Endpoint serves POST /oauth2/token.
 type Endpoint struct {
 	provider fosite.OAuth2Provider
-	kid      string
 	logger   *slog.Logger
 }
 
@@ -37,7 +35,6 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 	}
 	return &Endpoint{
 		provider: newProvider(cfg),
-		kid:      cfg.Key.KeyID(),
 		logger:   cfg.Logger,
 	}, nil
 }
@@ -56,7 +53,7 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	session := newSession(e.kid)
+	session := newSession()
 	ar, err := e.provider.NewAccessRequest(ctx, r, session)
 	if err != nil {
 		e.writeError(ctx, w, r, ar, err)
@@ -80,21 +77,8 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // through: other media types, repeated parameters and grant types the
 // endpoint does not serve.
 func parseForm(w http.ResponseWriter, r *http.Request) error {
-	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mediaType != "application/x-www-form-urlencoded" {
-		return fosite.ErrInvalidRequest.WithHint("The request body must be application/x-www-form-urlencoded.")
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	if err := r.ParseForm(); err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return withStatus(fosite.ErrInvalidRequest.WithHintf("The request body exceeds %d bytes.", MaxBodyBytes), http.StatusRequestEntityTooLarge)
-		}
-		return fosite.ErrInvalidRequest.WithHint("The request body is not a valid form.").WithWrap(err).WithDebug(err.Error())
-	}
-	for name, values := range r.PostForm {
-		if len(values) > 1 && name != repeatable {
-			return fosite.ErrInvalidRequest.WithHint("Request parameters must not be included more than once.").WithDebugf("repeated parameter %q", truncate(name))
-		}
+	if err := readForm(w, r, repeatable); err != nil {
+		return err
 	}
 	if grant := r.PostForm.Get("grant_type"); grant != "" && !slices.Contains(GrantTypes(), grant) {
 		return fosite.ErrUnsupportedGrantType.WithDebugf("grant_type %q", truncate(grant))

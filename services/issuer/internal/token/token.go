@@ -5,7 +5,6 @@
 package token
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/ory/fosite/token/jwt"
 
 	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
-	"github.com/gatehouse/gatehouse/services/issuer/internal/signingkey"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 )
 
@@ -47,8 +45,9 @@ type Config struct {
 	// AccessTokenLifespan is the default access-token lifetime; a client
 	// record may override it.
 	AccessTokenLifespan time.Duration
-	// Key signs access tokens.
-	Key *signingkey.Key
+	// Key supplies the key that signs each access token and the keys that
+	// verify them: a *signingkey.Ring, or one fixed *signingkey.Key.
+	Key KeySource
 	// Hasher checks client secrets against their stored hashes.
 	Hasher fosite.Hasher
 	// Store holds clients and token sessions.
@@ -96,22 +95,24 @@ func newProvider(cfg Config) fosite.OAuth2Provider {
 		ClientAuthenticationStrategy: auth.authenticate,
 		SendDebugMessagesToClients:   false,
 	}
-	key := cfg.Key.Private()
 	strategy := &oauth2.DefaultJWTStrategy{
-		// A bare *ecdsa.PrivateKey makes fosite sign with ES256 and nothing else.
-		Signer: &jwt.DefaultSigner{GetPrivateKey: func(context.Context) (any, error) { return key, nil }},
+		Signer: &keySigner{keys: cfg.Key},
 		// No HMAC strategy: the endpoint issues neither refresh tokens nor
 		// authorization codes yet, so DefaultJWTStrategy never reaches for it.
 		Config: fcfg,
 	}
-	return compose.Compose(fcfg, NewStorage(cfg.Store), strategy, clientCredentialsFactory)
+	// Introspection and revocation handle access tokens only, so fosite's
+	// stock handlers (which reach for refresh tokens) are not composed.
+	return compose.Compose(fcfg, NewStorage(cfg.Store), strategy,
+		clientCredentialsFactory, introspectionFactory, revocationFactory(cfg.Logger))
 }
 
 // newSession returns the session every token request starts with: the
-// RFC 9068 header; the claims are filled in once the client is known.
-func newSession(kid string) *oauth2.JWTSession {
+// RFC 9068 header (the signer adds the kid); the claims are filled in once
+// the client is known.
+func newSession() *oauth2.JWTSession {
 	return &oauth2.JWTSession{
 		JWTClaims: &jwt.JWTClaims{},
-		JWTHeader: &jwt.Headers{Extra: map[string]any{"typ": AccessTokenType, "kid": kid}},
+		JWTHeader: &jwt.Headers{Extra: map[string]any{"typ": AccessTokenType}},
 	}
 }
