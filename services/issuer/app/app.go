@@ -25,6 +25,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store/memory"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store/postgres"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/token"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/user"
 )
 
 // serviceName names the issuer in logs, traces and metrics.
@@ -38,17 +39,24 @@ type App struct {
 	handler http.Handler
 	tel     *telemetry.Telemetry
 	pool    *pgxpool.Pool
+	keys    *signingkey.Ring
+	// stopKeys ends the key maintenance loop; keysDone closes when it has.
+	stopKeys context.CancelFunc
+	keysDone chan struct{}
 }
 
 // New builds the issuer for cfg: it loads (or, with Demo, generates) the
-// keys, opens and migrates the store, loads the demo seed when asked, and
-// assembles the HTTP handler. It refuses to start outside demo mode without
-// a signing key and a client-secret key.
+// key-encryption and client-secret keys, opens and migrates the store,
+// loads the signing keys (creating the first one when there is none) and
+// starts their rotation loop, loads the demo seed when asked, and assembles
+// the HTTP handler. It refuses to start outside demo mode without a
+// key-encryption key and a client-secret key, or when a stored signing key
+// does not decrypt.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("issuer: invalid configuration: %w", err)
 	}
-	key, err := loadSigningKey(ctx, cfg, logger)
+	kek, err := loadKEK(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -76,23 +84,34 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	if err := a.startKeys(ctx, cfg, kek, logger); err != nil {
+		return nil, err
+	}
 	if cfg.Demo {
 		if err := seed(ctx, st, hasher, logger); err != nil {
 			return nil, err
 		}
+		if err := demoseed.SeedUsers(ctx, a.userStore(cfg), user.DefaultParams(), notAClientID(st)); err != nil {
+			return nil, fmt.Errorf("issuer: demo users: %w", err)
+		}
 	}
-	endpoint, err := token.NewEndpoint(token.Config{
+	tokenCfg := token.Config{
 		Issuer:              cfg.Issuer,
 		AccessTokenLifespan: cfg.AccessTokenLifespan,
-		Key:                 key,
+		Key:                 a.keys,
 		Hasher:              hasher,
 		Store:               st,
 		Logger:              logger,
-	})
+	}
+	endpoint, err := token.NewEndpoint(tokenCfg)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	jwks, err := key.JWKS()
+	introspection, err := token.NewIntrospectionEndpoint(tokenCfg)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	revocation, err := token.NewRevocationEndpoint(tokenCfg)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -104,6 +123,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		ResponseTypesSupported:            []string{}, // no authorization endpoint yet
 		GrantTypesSupported:               token.GrantTypes(),
 		TokenEndpointAuthMethodsSupported: token.AuthMethods(),
+		IntrospectionEndpoint:             cfg.Issuer + token.IntrospectionPath,
+		IntrospectionEndpointAuthMethodsSupported: token.IntrospectionAuthMethods(),
+		RevocationEndpoint:                        cfg.Issuer + token.RevocationPath,
+		RevocationEndpointAuthMethodsSupported:    token.RevocationAuthMethods(),
 	}, cfg.DiscoveryMaxAge)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
@@ -113,11 +136,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	// Every method reaches the endpoint, which answers non-POST requests
 	// with an RFC 6749 error rather than the mux's plain-text 405.
 	mux.Handle(token.Path, endpoint)
-	mux.Handle("GET "+discovery.JWKSPath, discovery.Document(jwks, cfg.DiscoveryMaxAge))
+	mux.Handle(token.IntrospectionPath, introspection)
+	mux.Handle(token.RevocationPath, revocation)
+	mux.Handle("GET "+discovery.JWKSPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The current key set on every request: rotation shows at once.
+		discovery.Document(a.keys.JWKS(), cfg.DiscoveryMaxAge).ServeHTTP(w, r)
+	}))
 	mux.Handle("GET "+discovery.OpenIDConfigurationPath, metadata)
 	mux.Handle("GET "+discovery.AuthorizationServerPath, metadata)
 	mux.Handle("GET /metrics", tel.MetricsHandler())
-	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{"store": st.Ping})
+	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{"store": st.Ping, "signing_keys": a.keys.Ready})
 	a.handler = tel.Middleware(serviceName, mux)
 	return a, nil
 }
@@ -126,10 +154,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 // /healthz, /readyz and /metrics.
 func (a *App) Handler() http.Handler { return a.handler }
 
-// Close releases the store connection and flushes telemetry.
+// Close stops the key rotation loop, releases the store connection and
+// flushes telemetry.
 func (a *App) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
+	if a.stopKeys != nil {
+		a.stopKeys()
+		<-a.keysDone
+	}
 	if a.pool != nil {
 		a.pool.Close()
 	}
@@ -149,22 +182,20 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	return serve.ListenAndServe(ctx, logger, serviceName, cfg.HTTPAddr, a.Handler())
 }
 
-func loadSigningKey(ctx context.Context, cfg Config, logger *slog.Logger) (*signingkey.Key, error) {
-	if cfg.SigningKeyFile != "" {
-		key, err := signingkey.Load(cfg.SigningKeyFile)
+func loadKEK(ctx context.Context, cfg Config, logger *slog.Logger) (*signingkey.KEK, error) {
+	if cfg.KeyEncryptionKeyFile != "" {
+		kek, err := signingkey.LoadKEK(cfg.KeyEncryptionKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("issuer: %w", err)
 		}
-		logger.InfoContext(ctx, "signing key loaded", slog.String("kid", key.KeyID()), slog.String("alg", signingkey.Algorithm))
-		return key, nil
+		return kek, nil
 	}
-	key, err := signingkey.Generate()
+	kek, err := signingkey.GenerateKEK()
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	logger.WarnContext(ctx, "DEV ONLY: no -signing-key-file, using an ephemeral signing key; its tokens stop verifying when the process exits",
-		slog.String("kid", key.KeyID()))
-	return key, nil
+	logger.WarnContext(ctx, "DEV ONLY: no -key-encryption-key-file, using an ephemeral key-encryption key; signing keys stored by earlier runs cannot be decrypted, so they are retired (still published until they expire) and a new one is created")
+	return kek, nil
 }
 
 func loadHasher(ctx context.Context, cfg Config, logger *slog.Logger) (*clientsecret.Hasher, error) {
@@ -200,6 +231,33 @@ func (a *App) openStore(ctx context.Context, cfg Config, logger *slog.Logger) (s
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
 	return postgres.New(pool), nil
+}
+
+// userStore returns the user store on the same backend as the other stores.
+// Users are seeded (with -demo) but not yet used: login arrives with the
+// authorization-code flow.
+func (a *App) userStore(cfg Config) store.UserStore {
+	if cfg.Store == StoreMemory {
+		return memory.NewUserStore()
+	}
+	return postgres.NewUserStore(a.pool)
+}
+
+// notAClientID refuses a username that is also a client id: policies tell a
+// client acting for itself by subject == client_id, so the two namespaces
+// must not meet.
+func notAClientID(clients store.ClientStore) user.UsernameCheck {
+	return func(ctx context.Context, username string) error {
+		_, err := clients.GetClient(ctx, username)
+		switch {
+		case err == nil:
+			return fmt.Errorf("%q: %w", username, user.ErrUsernameReserved)
+		case errors.Is(err, store.ErrNotFound):
+			return nil
+		default:
+			return err
+		}
+	}
 }
 
 // seed upserts the demo clients; running it on every start is idempotent.

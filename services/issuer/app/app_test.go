@@ -3,13 +3,9 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"io"
 	"log/slog"
@@ -230,6 +226,10 @@ func TestDiscovery(t *testing.T) {
 		"token_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post"},
 		"response_types_supported":              []any{},
 		"scopes_supported":                      []any{"invoice:read", "invoice:write", "invoice:approve", "support:read", "support:impersonate"},
+		"introspection_endpoint":                "http://localhost:8080/oauth2/introspect",
+		"introspection_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post"},
+		"revocation_endpoint":                           "http://localhost:8080/oauth2/revoke",
+		"revocation_endpoint_auth_methods_supported":    []any{"client_secret_basic", "client_secret_post", "none"},
 	}
 	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
 		t.Run(path, func(t *testing.T) {
@@ -254,6 +254,39 @@ func TestDiscovery(t *testing.T) {
 				t.Errorf("metadata =\n%s\nwant\n%s", gotJSON, wantJSON)
 			}
 		})
+	}
+}
+
+// TestIntrospectThenRevoke goes through the wired issuer: a live token is
+// active, revoked by its client, then inactive.
+func TestIntrospectThenRevoke(t *testing.T) {
+	t.Parallel()
+	is := start(t, demoConfig(t))
+	tok := is.token(t, oauth2.AuthStyleInHeader).AccessToken
+	post := func(path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, is.srv.URL+path, strings.NewReader(url.Values{"token": {tok}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("reporting-job", "reporting-job-secret")
+		resp, err := is.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := post("/oauth2/introspect"); code != http.StatusOK || !strings.Contains(body, `"active":true`) || !strings.Contains(body, `"tenant":"acme"`) {
+		t.Fatalf("introspect live token: %d %s", code, body)
+	}
+	if code, body := post("/oauth2/revoke"); code != http.StatusOK {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	if code, body := post("/oauth2/introspect"); code != http.StatusOK || body != `{"active":false}` && !strings.HasPrefix(body, `{"active":false}`) {
+		t.Fatalf("introspect revoked token: %d %s", code, body)
+	}
+	if strings.Contains(is.log.String(), tok) {
+		t.Fatal("the token reached the log")
 	}
 }
 
@@ -302,21 +335,25 @@ func TestHealthAndMetrics(t *testing.T) {
 
 func TestRefusesToStartWithoutKeys(t *testing.T) {
 	t.Parallel()
-	signingKey, secretKey := keyFiles(t)
+	kek, secretKey := keyFiles(t)
 	tests := []struct {
 		name    string
 		edit    func(*app.Config)
 		wantErr string
 	}{
-		{name: "no keys", edit: func(*app.Config) {}, wantErr: "-signing-key-file is required"},
-		{name: "no signing key", edit: func(c *app.Config) { c.ClientSecretKeyFile = secretKey }, wantErr: "-signing-key-file is required"},
-		{name: "no client secret key", edit: func(c *app.Config) { c.SigningKeyFile = signingKey }, wantErr: "-client-secret-key-file is required"},
-		{name: "unreadable signing key", edit: func(c *app.Config) {
-			c.SigningKeyFile = filepath.Join(t.TempDir(), "missing.pem")
+		{name: "no keys", edit: func(*app.Config) {}, wantErr: "-key-encryption-key-file is required"},
+		{name: "no key-encryption key", edit: func(c *app.Config) { c.ClientSecretKeyFile = secretKey }, wantErr: "-key-encryption-key-file is required"},
+		{name: "no client secret key", edit: func(c *app.Config) { c.KeyEncryptionKeyFile = kek }, wantErr: "-client-secret-key-file is required"},
+		{name: "unreadable key-encryption key", edit: func(c *app.Config) {
+			c.KeyEncryptionKeyFile = filepath.Join(t.TempDir(), "missing.key")
 			c.ClientSecretKeyFile = secretKey
-		}, wantErr: "signingkey"},
+		}, wantErr: "read key-encryption key"},
+		{name: "key-encryption key not 32 bytes", edit: func(c *app.Config) {
+			c.KeyEncryptionKeyFile = writeFile(t, "kek-short", []byte("0123456789"))
+			c.ClientSecretKeyFile = secretKey
+		}, wantErr: "want exactly 32"},
 		{name: "short client secret key", edit: func(c *app.Config) {
-			c.SigningKeyFile = signingKey
+			c.KeyEncryptionKeyFile = kek
 			c.ClientSecretKeyFile = writeFile(t, "short", []byte("0123456789"))
 		}, wantErr: "need at least 32"},
 	}
@@ -340,14 +377,14 @@ func TestRefusesToStartWithoutKeys(t *testing.T) {
 
 func TestStartsWithKeyFilesWithoutDemoSeed(t *testing.T) {
 	t.Parallel()
-	signingKey, secretKey := keyFiles(t)
+	kek, secretKey := keyFiles(t)
 	cfg := defaults(t)
 	cfg.Store = app.StoreMemory
-	cfg.SigningKeyFile = signingKey
+	cfg.KeyEncryptionKeyFile = kek
 	cfg.ClientSecretKeyFile = secretKey
 	is := start(t, cfg)
 
-	if strings.Contains(is.log.String(), "DEV ONLY: no -signing-key-file") {
+	if strings.Contains(is.log.String(), "DEV ONLY: no -key-encryption-key-file") {
 		t.Error("warned about an ephemeral key although a key file was given")
 	}
 	form := url.Values{"grant_type": {"client_credentials"}}
@@ -371,7 +408,7 @@ func TestDemoWarnsAboutEphemeralKeys(t *testing.T) {
 	t.Parallel()
 	is := start(t, demoConfig(t))
 	logs := is.log.String()
-	for _, want := range []string{"DEV ONLY: no -signing-key-file", "DEV ONLY: no -client-secret-key-file", "DEV ONLY: memory store", "DEV ONLY: demo seed loaded"} {
+	for _, want := range []string{"DEV ONLY: no -key-encryption-key-file", "DEV ONLY: no -client-secret-key-file", "DEV ONLY: memory store", "DEV ONLY: demo seed loaded"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("no warning %q in logs", want)
 		}
@@ -413,12 +450,16 @@ func TestInvalidConfig(t *testing.T) {
 func TestConfigFromEnvironment(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
-		"GATEHOUSE_ISSUER_ISSUER":                 "https://id.example.com",
-		"GATEHOUSE_ISSUER_ACCESS_TOKEN_LIFESPAN":  "2m",
-		"GATEHOUSE_ISSUER_SIGNING_KEY_FILE":       "/keys/signing.pem",
-		"GATEHOUSE_ISSUER_CLIENT_SECRET_KEY_FILE": "/keys/secret",
-		"GATEHOUSE_ISSUER_SCOPES_SUPPORTED":       "a:read b:write",
-		"GATEHOUSE_ISSUER_DEMO":                   "true",
+		"GATEHOUSE_ISSUER_ISSUER":                  "https://id.example.com",
+		"GATEHOUSE_ISSUER_ACCESS_TOKEN_LIFESPAN":   "2m",
+		"GATEHOUSE_ISSUER_KEY_ENCRYPTION_KEY_FILE": "/keys/kek",
+		"GATEHOUSE_ISSUER_KEY_ROTATION_PERIOD":     "12h",
+		"GATEHOUSE_ISSUER_KEY_PUBLISH_LEAD":        "15m",
+		"GATEHOUSE_ISSUER_KEY_REFRESH_INTERVAL":    "30s",
+		"GATEHOUSE_ISSUER_MAX_TOKEN_LIFETIME":      "2h",
+		"GATEHOUSE_ISSUER_CLIENT_SECRET_KEY_FILE":  "/keys/secret",
+		"GATEHOUSE_ISSUER_SCOPES_SUPPORTED":        "a:read b:write",
+		"GATEHOUSE_ISSUER_DEMO":                    "true",
 	}
 	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
 	var cfg app.Config
@@ -428,26 +469,23 @@ func TestConfigFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Issuer != "https://id.example.com" || cfg.AccessTokenLifespan != 2*time.Minute ||
-		cfg.SigningKeyFile != "/keys/signing.pem" || cfg.ClientSecretKeyFile != "/keys/secret" ||
+		cfg.KeyEncryptionKeyFile != "/keys/kek" || cfg.ClientSecretKeyFile != "/keys/secret" ||
+		cfg.KeyRotationPeriod != 12*time.Hour || cfg.KeyPublishLead != 15*time.Minute ||
+		cfg.KeyRefreshInterval != 30*time.Second || cfg.MaxTokenLifetime != 2*time.Hour ||
 		!slices.Equal(cfg.ScopesSupported, []string{"a:read", "b:write"}) || !cfg.Demo || cfg.Store != app.StoreMemory ||
 		cfg.HTTPAddr != ":8080" {
 		t.Fatalf("config = %+v", cfg)
 	}
 }
 
-// keyFiles writes a fresh signing key and client-secret key to files.
-func keyFiles(t *testing.T) (signingKey, secretKey string) {
+// keyFiles writes a fresh key-encryption key and client-secret key to files.
+func keyFiles(t *testing.T) (kek, secretKey string) {
 	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
+	kekBytes := make([]byte, 32)
+	if _, err := rand.Read(kekBytes); err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	return writeFile(t, "signing.pem", pemKey), writeFile(t, "secret.key", []byte("0123456789abcdef0123456789abcdef"))
+	return writeFile(t, "kek", kekBytes), writeFile(t, "secret.key", []byte("0123456789abcdef0123456789abcdef"))
 }
 
 func writeFile(t *testing.T, name string, data []byte) string {
