@@ -98,6 +98,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	tokenCfg := token.Config{
 		Issuer:              cfg.Issuer,
 		AccessTokenLifespan: cfg.AccessTokenLifespan,
+		MaxTokenLifetime:    cfg.MaxTokenLifetime,
 		Key:                 a.keys,
 		Hasher:              hasher,
 		Store:               st,

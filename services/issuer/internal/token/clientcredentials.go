@@ -21,14 +21,19 @@ import (
 // that fosite adds).
 type clientCredentialsGrant struct {
 	inner *oauth2.ClientCredentialsGrantHandler
+	// maxLifetime caps the lifetime of every token (0: no cap).
+	maxLifetime time.Duration
 }
 
 var _ fosite.TokenEndpointHandler = (*clientCredentialsGrant)(nil)
 
-// clientCredentialsFactory is a compose.Factory for clientCredentialsGrant.
-func clientCredentialsFactory(config fosite.Configurator, storage, strategy any) any {
-	inner, _ := compose.OAuth2ClientCredentialsGrantFactory(config, storage, strategy).(*oauth2.ClientCredentialsGrantHandler)
-	return &clientCredentialsGrant{inner: inner}
+// clientCredentialsFactory returns a compose.Factory for
+// clientCredentialsGrant whose tokens live at most maxLifetime.
+func clientCredentialsFactory(maxLifetime time.Duration) compose.Factory {
+	return func(config fosite.Configurator, storage, strategy any) any {
+		inner, _ := compose.OAuth2ClientCredentialsGrantFactory(config, storage, strategy).(*oauth2.ClientCredentialsGrantHandler)
+		return &clientCredentialsGrant{inner: inner, maxLifetime: maxLifetime}
+	}
 }
 
 // CanHandleTokenEndpointRequest implements fosite.TokenEndpointHandler.
@@ -81,6 +86,9 @@ func (g *clientCredentialsGrant) HandleTokenEndpointRequest(ctx context.Context,
 	// One clock reading for iat, nbf and exp, so exp-iat is the lifespan exactly.
 	now := time.Now().UTC()
 	lifespan := fosite.GetEffectiveLifespan(c, fosite.GrantTypeClientCredentials, fosite.AccessToken, g.inner.Config.GetAccessTokenLifespan(ctx))
+	if g.maxLifetime > 0 {
+		lifespan = min(lifespan, g.maxLifetime)
+	}
 	sess.SetExpiresAt(fosite.AccessToken, now.Add(lifespan))
 	sess.Subject = c.ID
 	sess.JWTClaims = &jwt.JWTClaims{

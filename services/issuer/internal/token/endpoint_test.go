@@ -55,7 +55,7 @@ type harness struct {
 	hasher *clientsecret.Hasher
 }
 
-func newHarness(t testing.TB) *harness {
+func newHarness(t testing.TB, opts ...func(*token.Config)) *harness {
 	t.Helper()
 	ctx := context.Background()
 	hasher, err := clientsecret.NewHasher(clientsecret.GenerateKey())
@@ -77,14 +77,18 @@ func newHarness(t testing.TB) *harness {
 		}
 	}
 	st := &countingStore{Store: mem}
-	ep, err := token.NewEndpoint(token.Config{
+	cfg := token.Config{
 		Issuer:              issuer,
 		AccessTokenLifespan: 5 * time.Minute,
 		Key:                 key,
 		Hasher:              hasher,
 		Store:               st,
 		Logger:              slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	ep, err := token.NewEndpoint(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,6 +254,33 @@ func TestPerClientLifespan(t *testing.T) {
 	}
 	_, claims := h.claims(t, tok.AccessToken)
 	assertClaims(t, claims, "short-lived", "invoice:read", 60)
+}
+
+// TestLifetimeCap: a client override longer than MaxTokenLifetime is cut to
+// it, so no token outlives its signing key's publication.
+func TestLifetimeCap(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *token.Config) { c.MaxTokenLifetime = 10 * time.Minute })
+	hash, err := h.hasher.Hash(t.Context(), []byte("long-lived-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.UpsertClient(t.Context(), &client.Client{
+		ID: "long-lived", SecretHash: hash, Tenant: "acme",
+		GrantTypes: []string{client.GrantClientCredentials}, Scopes: []string{"invoice:read"},
+		Audiences: []string{demoseed.Audience}, AccessTokenLifespan: 2 * time.Hour,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := h.clientCredentials("long-lived", "long-lived-secret", xoauth2.AuthStyleInHeader).Token(h.ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tok.Extra("expires_in"); got != float64(600) {
+		t.Errorf("expires_in = %v, want 600 (capped)", got)
+	}
+	_, claims := h.claims(t, tok.AccessToken)
+	assertClaims(t, claims, "long-lived", "invoice:read", 600)
 }
 
 func TestTokenSessionIsStored(t *testing.T) {

@@ -45,6 +45,10 @@ type Config struct {
 	// AccessTokenLifespan is the default access-token lifetime; a client
 	// record may override it.
 	AccessTokenLifespan time.Duration
+	// MaxTokenLifetime caps every token's lifetime, a client's override
+	// included, so no token outlives the publication of its signing key.
+	// Zero means no cap beyond the lifespans themselves.
+	MaxTokenLifetime time.Duration
 	// Key supplies the key that signs each access token and the keys that
 	// verify them: a *signingkey.Ring, or one fixed *signingkey.Key.
 	Key KeySource
@@ -104,7 +108,7 @@ func newProvider(cfg Config) fosite.OAuth2Provider {
 	// Introspection and revocation handle access tokens only, so fosite's
 	// stock handlers (which reach for refresh tokens) are not composed.
 	return compose.Compose(fcfg, NewStorage(cfg.Store), strategy,
-		clientCredentialsFactory, introspectionFactory, revocationFactory(cfg.Logger))
+		clientCredentialsFactory(cfg.MaxTokenLifetime), introspectionFactory, revocationFactory(cfg.Logger))
 }
 
 // newSession returns the session every token request starts with: the
