@@ -6,6 +6,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,6 +45,14 @@ type Config struct {
 	OTLPEndpoint string
 	// OTLPInsecure sends OTLP without TLS (inside a private network only).
 	OTLPInsecure bool
+}
+
+// RegisterFlags binds the exporter settings to fs as -otel-exporter,
+// -otel-endpoint and -otel-insecure (the same flags in every service).
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Exporter, "otel-exporter", ExporterNone, "trace exporter: none, stdout or otlp")
+	fs.StringVar(&c.OTLPEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port")
+	fs.BoolVar(&c.OTLPInsecure, "otel-insecure", false, "send OTLP without TLS")
 }
 
 // Telemetry holds one service's tracer and meter providers and the propagator

@@ -56,9 +56,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SourceBurst, "rate-limit-source-burst", 100, "burst per source address")
 	fs.Float64Var(&c.ClientRate, "rate-limit-client", 100, "requests per second per client_id (0: unlimited)")
 	fs.IntVar(&c.ClientBurst, "rate-limit-client-burst", 200, "burst per client_id")
-	fs.StringVar(&c.Telemetry.Exporter, "otel-exporter", telemetry.ExporterNone, "trace exporter: none, stdout or otlp")
-	fs.StringVar(&c.Telemetry.OTLPEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port")
-	fs.BoolVar(&c.Telemetry.OTLPInsecure, "otel-insecure", false, "send OTLP without TLS")
+	c.Telemetry.RegisterFlags(fs)
 }
 
 // App is a wired gateway.

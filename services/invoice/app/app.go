@@ -60,12 +60,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("invoice: invalid configuration: %w", err)
 	}
-	tel, err := telemetry.New(ctx, telemetry.Config{
-		ServiceName:  serviceName,
-		Exporter:     cfg.OTelExporter,
-		OTLPEndpoint: cfg.OTelEndpoint,
-		OTLPInsecure: cfg.OTelInsecure,
-	}, os.Stdout)
+	cfg.Telemetry.ServiceName = serviceName
+	tel, err := telemetry.New(ctx, cfg.Telemetry, os.Stdout)
 	if err != nil {
 		return nil, fmt.Errorf("invoice: %w", err)
 	}

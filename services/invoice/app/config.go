@@ -56,12 +56,8 @@ type Config struct {
 	RequireGatewayHeaders bool
 	// Demo seeds the demo invoices at start (flag demo). Idempotent.
 	Demo bool
-	// OTelExporter is none, stdout or otlp (flag otel-exporter).
-	OTelExporter string
-	// OTelEndpoint is the OTLP/HTTP collector host:port (flag otel-endpoint).
-	OTelEndpoint string
-	// OTelInsecure sends OTLP without TLS (flag otel-insecure).
-	OTelInsecure bool
+	// Telemetry selects the trace exporter (flags otel-*).
+	Telemetry telemetry.Config
 }
 
 // RegisterFlags sets c to the defaults and binds every field to a flag in fs.
@@ -76,9 +72,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PDPTimeout, "pdp-timeout", DefaultPDPTimeout, "deadline of one PDP decision; past it the request is denied")
 	fs.BoolVar(&c.RequireGatewayHeaders, "require-gateway-headers", true, "require the gateway's X-Gatehouse-* identity headers (they must match the token either way)")
 	fs.BoolVar(&c.Demo, "demo", false, "seed the demo invoices (idempotent)")
-	fs.StringVar(&c.OTelExporter, "otel-exporter", telemetry.ExporterNone, "trace exporter: none, stdout or otlp")
-	fs.StringVar(&c.OTelEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port")
-	fs.BoolVar(&c.OTelInsecure, "otel-insecure", false, "send OTLP without TLS")
+	c.Telemetry.RegisterFlags(fs)
 }
 
 // withDefaults fills the fields whose default derives from another.

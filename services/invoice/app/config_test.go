@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/libs/serve/envflag"
+	"github.com/gatehouse/gatehouse/libs/telemetry"
 	"github.com/gatehouse/gatehouse/services/invoice/app"
 )
 
@@ -23,7 +24,7 @@ func TestFlagDefaultsAndEnvironment(t *testing.T) {
 	}{
 		{name: "defaults", want: app.Config{
 			HTTPAddr: ":8091", Store: "postgres", Issuer: "http://localhost:8080", Audience: "gatehouse-api",
-			PDPURL: "http://localhost:8081", PDPTimeout: 250 * time.Millisecond, RequireGatewayHeaders: true, OTelExporter: "none",
+			PDPURL: "http://localhost:8081", PDPTimeout: 250 * time.Millisecond, RequireGatewayHeaders: true, Telemetry: telemetry.Config{Exporter: "none"},
 		}},
 		{name: "environment", env: map[string]string{
 			"GATEHOUSE_INVOICE_STORE":                   "memory",
@@ -33,12 +34,12 @@ func TestFlagDefaultsAndEnvironment(t *testing.T) {
 			"GATEHOUSE_INVOICE_JWKS_URL":                "http://issuer:8080/.well-known/jwks.json",
 		}, want: app.Config{
 			HTTPAddr: ":8091", Store: "memory", Issuer: "http://localhost:8080", JWKSURL: "http://issuer:8080/.well-known/jwks.json",
-			Audience: "gatehouse-api", PDPURL: "http://localhost:8081", PDPTimeout: time.Second, Demo: true, OTelExporter: "none",
+			Audience: "gatehouse-api", PDPURL: "http://localhost:8081", PDPTimeout: time.Second, Demo: true, Telemetry: telemetry.Config{Exporter: "none"},
 		}},
 		{name: "flag wins", args: []string{"-http-addr=:9", "-database-url=postgres://db/invoice"},
 			env: map[string]string{"GATEHOUSE_INVOICE_HTTP_ADDR": ":7"}, want: app.Config{
 				HTTPAddr: ":9", Store: "postgres", DatabaseURL: "postgres://db/invoice", Issuer: "http://localhost:8080", Audience: "gatehouse-api",
-				PDPURL: "http://localhost:8081", PDPTimeout: 250 * time.Millisecond, RequireGatewayHeaders: true, OTelExporter: "none",
+				PDPURL: "http://localhost:8081", PDPTimeout: 250 * time.Millisecond, RequireGatewayHeaders: true, Telemetry: telemetry.Config{Exporter: "none"},
 			}},
 	}
 	for _, tc := range tests {
@@ -73,7 +74,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{name: "relative PDP URL", mutate: func(c *app.Config) { c.PDPURL = "pdp:8081" }, want: "-pdp-url"},
 		{name: "JWKS URL without host", mutate: func(c *app.Config) { c.JWKSURL = "http:///jwks" }, want: "-jwks-url"},
 		{name: "negative PDP timeout", mutate: func(c *app.Config) { c.PDPTimeout = -time.Second }, want: "-pdp-timeout"},
-		{name: "unknown exporter", mutate: func(c *app.Config) { c.OTelExporter = "zipkin" }, want: "exporter"},
+		{name: "unknown exporter", mutate: func(c *app.Config) { c.Telemetry.Exporter = "zipkin" }, want: "exporter"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -428,7 +428,7 @@ func TestInvalidConfig(t *testing.T) {
 		{name: "unknown store", edit: func(c *app.Config) { c.Store = "redis" }, wantErr: "-store"},
 		{name: "postgres without DSN", edit: func(c *app.Config) { c.Store = app.StorePostgres }, wantErr: "-database-url"},
 		{name: "zero lifespan", edit: func(c *app.Config) { c.AccessTokenLifespan = 0 }, wantErr: "-access-token-lifespan"},
-		{name: "unknown exporter", edit: func(c *app.Config) { c.OTelExporter = "jaeger" }, wantErr: "exporter"},
+		{name: "unknown exporter", edit: func(c *app.Config) { c.Telemetry.Exporter = "jaeger" }, wantErr: "exporter"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

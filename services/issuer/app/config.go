@@ -59,12 +59,8 @@ type Config struct {
 	// DiscoveryMaxAge is how long clients may cache the metadata and JWKS
 	// (flag discovery-max-age).
 	DiscoveryMaxAge time.Duration
-	// OTelExporter is none, stdout or otlp (flag otel-exporter).
-	OTelExporter string
-	// OTelEndpoint is the OTLP/HTTP collector host:port (flag otel-endpoint).
-	OTelEndpoint string
-	// OTelInsecure sends OTLP without TLS (flag otel-insecure).
-	OTelInsecure bool
+	// Telemetry selects the trace exporter (flags otel-*).
+	Telemetry telemetry.Config
 }
 
 // Defaults of the flags.
@@ -105,9 +101,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.DurationVar(&c.DiscoveryMaxAge, "discovery-max-age", DefaultDiscoveryMaxAge, "how long clients may cache the metadata and JWKS")
-	fs.StringVar(&c.OTelExporter, "otel-exporter", telemetry.ExporterNone, "trace exporter: none, stdout or otlp")
-	fs.StringVar(&c.OTelEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port")
-	fs.BoolVar(&c.OTelInsecure, "otel-insecure", false, "send OTLP without TLS")
+	c.Telemetry.RegisterFlags(fs)
 }
 
 // validate checks c before anything is started.

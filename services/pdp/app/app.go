@@ -40,12 +40,8 @@ type Config struct {
 	PolicyDir string
 	// EvalTimeout bounds one policy evaluation; a slower one is INDETERMINATE.
 	EvalTimeout time.Duration
-	// OTelExporter is none, stdout or otlp.
-	OTelExporter string
-	// OTelEndpoint is host:port of the OTLP/HTTP collector, for otlp.
-	OTelEndpoint string
-	// OTelInsecure sends OTLP without TLS (inside a private network only).
-	OTelInsecure bool
+	// Telemetry selects the trace exporter (flags otel-*).
+	Telemetry telemetry.Config
 }
 
 // RegisterFlags binds c's fields to flags on fs, with the PDP's defaults.
@@ -53,9 +49,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8081", "listen address (Connect, gRPC, /healthz, /readyz, /metrics)")
 	fs.StringVar(&c.PolicyDir, "policy-dir", "policies", "OPA bundle directory holding .manifest, Rego policies and data")
 	fs.DurationVar(&c.EvalTimeout, "eval-timeout", 100*time.Millisecond, "maximum time for one policy evaluation; slower is INDETERMINATE")
-	fs.StringVar(&c.OTelExporter, "otel-exporter", telemetry.ExporterNone, "trace exporter: none, stdout or otlp")
-	fs.StringVar(&c.OTelEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port, for otel-exporter otlp")
-	fs.BoolVar(&c.OTelInsecure, "otel-insecure", false, "send OTLP without TLS (private networks only)")
+	c.Telemetry.RegisterFlags(fs)
 }
 
 // App is a running PDP's components.
@@ -78,12 +72,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pdp: %w", err)
 	}
-	tel, err := telemetry.New(ctx, telemetry.Config{
-		ServiceName:  ServiceName,
-		Exporter:     cfg.OTelExporter,
-		OTLPEndpoint: cfg.OTelEndpoint,
-		OTLPInsecure: cfg.OTelInsecure,
-	}, os.Stdout)
+	cfg.Telemetry.ServiceName = ServiceName
+	tel, err := telemetry.New(ctx, cfg.Telemetry, os.Stdout)
 	if err != nil {
 		return nil, fmt.Errorf("pdp: %w", err)
 	}

@@ -268,7 +268,7 @@ func TestNewFails(t *testing.T) {
 		{"policy dir is not a bundle", func(c *app.Config) { c.PolicyDir = "." }, "no revision"},
 		{"empty policy dir", func(c *app.Config) { c.PolicyDir = "" }, "policy-dir is required"},
 		{"zero eval timeout", func(c *app.Config) { c.EvalTimeout = 0 }, "eval-timeout"},
-		{"unknown exporter", func(c *app.Config) { c.OTelExporter = "carrier-pigeon" }, "exporter"},
+		{"unknown exporter", func(c *app.Config) { c.Telemetry.Exporter = "carrier-pigeon" }, "exporter"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -291,7 +291,7 @@ func TestRegisterFlagsDefaults(t *testing.T) {
 	t.Parallel()
 	var cfg app.Config
 	cfg.RegisterFlags(flag.NewFlagSet("pdp", flag.ContinueOnError))
-	want := app.Config{HTTPAddr: ":8081", PolicyDir: "policies", EvalTimeout: 100 * time.Millisecond, OTelExporter: "none"}
+	want := app.Config{HTTPAddr: ":8081", PolicyDir: "policies", EvalTimeout: 100 * time.Millisecond, Telemetry: telemetry.Config{Exporter: "none"}}
 	if cfg != want {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
 	}

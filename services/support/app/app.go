@@ -26,9 +26,7 @@ type Config struct {
 // RegisterFlags binds the configuration to fs (and GATEHOUSE_SUPPORT_*).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8092", "listen address")
-	fs.StringVar(&c.Telemetry.Exporter, "otel-exporter", telemetry.ExporterNone, "trace exporter: none, stdout or otlp")
-	fs.StringVar(&c.Telemetry.OTLPEndpoint, "otel-endpoint", "", "OTLP/HTTP collector host:port")
-	fs.BoolVar(&c.Telemetry.OTLPInsecure, "otel-insecure", false, "send OTLP without TLS")
+	c.Telemetry.RegisterFlags(fs)
 }
 
 // App is a wired support service.
