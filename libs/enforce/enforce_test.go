@@ -254,3 +254,23 @@ func TestPrincipal(t *testing.T) {
 		t.Fatalf("principal: %v", p)
 	}
 }
+
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	for s, want := range map[string]bool{
+		"abc-DEF_123": true, strings.Repeat("a", 64): true, enforce.NewRequestID(): true,
+		"": false, strings.Repeat("a", 65): false, "id with spaces": false, "id\"q": false, "ünï": false,
+	} {
+		if got := enforce.ValidRequestID(s); got != want {
+			t.Errorf("ValidRequestID(%q) = %v, want %v", s, got, want)
+		}
+	}
+	if a, b := enforce.NewRequestID(), enforce.NewRequestID(); a == b {
+		t.Fatal("two request ids are equal")
+	}
+	for addr, want := range map[string]string{"192.0.2.1:443": "192.0.2.1", "[2001:db8::1]:80": "2001:db8::1", "192.0.2.1": "192.0.2.1"} {
+		if got := enforce.RemoteIP(addr); got != want {
+			t.Errorf("RemoteIP(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}

@@ -2,8 +2,11 @@ package enforce
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 
@@ -25,6 +28,39 @@ const (
 
 // IdentityHeaders returns every identity header, for stripping.
 func IdentityHeaders() []string { return []string{HeaderSubject, HeaderTenant, HeaderClientID} }
+
+// NewRequestID returns a fresh random request id: 32 hex characters.
+func NewRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ValidRequestID reports whether s may name a request in logs and PDP
+// requests: 1 to 64 characters of [A-Za-z0-9_-].
+func ValidRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := range len(s) {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// RemoteIP returns the IP of a "host:port" peer address (addr itself when it
+// has no port).
+func RemoteIP(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}
 
 // BearerToken extracts the token of a single "Authorization: Bearer" header.
 // More than one Authorization header, another scheme, or an empty token is

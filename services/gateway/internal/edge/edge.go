@@ -6,15 +6,11 @@ package edge
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -126,8 +122,6 @@ func (h *Handler) newProxy(target *url.URL) *httputil.ReverseProxy {
 	}
 }
 
-var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.cfg.Now()
@@ -138,17 +132,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request id is always ours: a client's id is logged beside it, but
 	// it never names our request in logs and audit events.
-	requestID := newRequestID()
+	requestID := enforce.NewRequestID()
 	w.Header().Set(enforce.HeaderRequestID, requestID)
 	log := h.cfg.Logger.With(slog.String("request_id", requestID), slog.String("path", r.URL.Path))
-	if clientID := r.Header.Get(enforce.HeaderRequestID); requestIDPattern.MatchString(clientID) {
+	if clientID := r.Header.Get(enforce.HeaderRequestID); enforce.ValidRequestID(clientID) {
 		log = log.With(slog.String("client_request_id", clientID))
 	}
 	r.Header.Del(enforce.HeaderRequestID)
 
 	// The source address is the TCP peer, never a forwarded-for header a
 	// client could rotate to get a fresh bucket.
-	if h.limited(w, r, log, start, h.cfg.SourceLimit, sourceIP(r)) {
+	if h.limited(w, r, log, start, h.cfg.SourceLimit, enforce.RemoteIP(r.RemoteAddr)) {
 		return
 	}
 	raw, ok := enforce.BearerToken(r.Header)
@@ -187,7 +181,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Principal: enforce.Principal(claims),
 		Action:    rt.Action,
 		Resource:  &authzv1.Resource{Type: rt.ResourceType, Tenant: claims.Tenant},
-		Context:   &authzv1.RequestContext{RequestId: requestID, Time: timestamppb.New(start), SourceIp: sourceIP(r)},
+		Context:   &authzv1.RequestContext{RequestId: requestID, Time: timestamppb.New(start), SourceIp: enforce.RemoteIP(r.RemoteAddr)},
 	})
 	if err != nil {
 		log.ErrorContext(ctx, "pdp unavailable: denying", slog.Any("error", err))
@@ -234,14 +228,6 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 }
 
-func sourceIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 type requestIDKey struct{}
 
 func withRequestID(ctx context.Context, id string) context.Context {
@@ -251,12 +237,6 @@ func withRequestID(ctx context.Context, id string) context.Context {
 func requestIDFrom(ctx context.Context) (string, bool) {
 	id, ok := ctx.Value(requestIDKey{}).(string)
 	return id, ok
-}
-
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // statusWriter records the status code for the access log. It keeps

@@ -8,13 +8,9 @@ package invoicerpc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
-	"regexp"
 	"time"
 
 	"connectrpc.com/connect"
@@ -169,22 +165,13 @@ func requestFrom(ctx context.Context) (requestInfo, bool) {
 	return info, ok
 }
 
-// requestIDPattern is what a caller-supplied (normally gateway-set) request
-// id must look like to be used; anything else is replaced.
-var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 // newRequestInfo describes a request with header h from peer address addr,
 // now.
 func newRequestInfo(h http.Header, addr string) requestInfo {
+	// A caller-supplied (normally gateway-set) id is kept when it is sane.
 	id := h.Get(enforce.HeaderRequestID)
-	if !requestIDPattern.MatchString(id) {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
+	if !enforce.ValidRequestID(id) {
+		id = enforce.NewRequestID()
 	}
-	ip, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		ip = addr
-	}
-	return requestInfo{id: id, time: time.Now(), sourceIP: ip}
+	return requestInfo{id: id, time: time.Now(), sourceIP: enforce.RemoteIP(addr)}
 }
