@@ -185,6 +185,39 @@ func TestMigrateConcurrently(t *testing.T) {
 	assertMigrated(t, pools[0])
 }
 
+func TestMigrateVersionTable(t *testing.T) {
+	t.Parallel()
+	pool := open(t, server.NewDatabase(t))
+	// A second set, numbered from 1 like the first, for the same database.
+	gadgets := fstest.MapFS{
+		"00001_gadgets.sql": {Data: []byte("-- +goose Up\nCREATE TABLE gadgets (id bigint PRIMARY KEY);\n" +
+			"INSERT INTO gadgets VALUES (1);\n-- +goose Down\nDROP TABLE gadgets;\n")},
+	}
+	for range 2 { // the second round finds nothing to do in either set
+		if err := postgres.Migrate(t.Context(), pool, migrations(t)); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		if err := postgres.Migrate(t.Context(), pool, gadgets, postgres.WithVersionTable("gadgets_db_version")); err != nil {
+			t.Fatalf("Migrate with version table: %v", err)
+		}
+	}
+	assertMigrated(t, pool)
+	var version int64
+	if err := pool.QueryRow(t.Context(), "SELECT max(version_id) FROM gadgets_db_version").Scan(&version); err != nil {
+		t.Fatalf("read gadgets version: %v", err)
+	}
+	if version != 1 {
+		t.Errorf("gadgets schema version = %d, want 1", version)
+	}
+	var rows int
+	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM gadgets").Scan(&rows); err != nil {
+		t.Fatalf("count gadgets: %v", err)
+	}
+	if rows != 1 {
+		t.Errorf("%d gadget rows, want 1", rows)
+	}
+}
+
 func TestMigrateInvalid(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
