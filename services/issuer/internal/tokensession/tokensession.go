@@ -41,14 +41,15 @@ type Record struct {
 }
 
 // FromRequester builds the record for the token with the given signature.
-// The requester's session must be an *oauth2.JWTSession.
+// The requester's session must be an oauth2.JWTSessionContainer with
+// *jwt.JWTClaims.
 func FromRequester(signature string, r fosite.Requester) (Record, error) {
 	if signature == "" {
 		return Record{}, errors.New("tokensession: empty signature")
 	}
-	sess, ok := r.GetSession().(*oauth2.JWTSession)
+	sess, ok := r.GetSession().(oauth2.JWTSessionContainer)
 	if !ok {
-		return Record{}, fmt.Errorf("tokensession: session is %T, want *oauth2.JWTSession", r.GetSession())
+		return Record{}, fmt.Errorf("tokensession: session is %T, want a JWT session", r.GetSession())
 	}
 	claims, ok := sess.GetJWTClaims().(*jwt.JWTClaims)
 	if !ok || claims.JTI == "" {

@@ -6,18 +6,29 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/tokensession"
 )
 
-// Store keeps clients and token sessions in maps guarded by one lock.
+// Store keeps clients, access token sessions, grant records, revoked
+// request ids and client assertion jtis in maps guarded by one lock, which
+// makes every method atomic. It is a store.Store, store.GrantStore and
+// store.ClientAssertionStore in one value, as fosite needs.
 type Store struct {
 	mu       sync.RWMutex
 	clients  map[string]*client.Client
 	sessions map[string]tokensession.Record
-	jtis     map[string]struct{}
+	// jtis indexes sessions by jti, which is unique among them.
+	jtis   map[string]struct{}
+	grants map[grantKey]tokensession.Grant
+	// revoked maps each revoked request id to when its revocation may be
+	// forgotten (see store.RevocationRetention).
+	revoked map[string]time.Time
+	// assertions maps each used client assertion jti to its expiry.
+	assertions map[string]time.Time
 }
 
 var _ store.Store = (*Store)(nil)
@@ -25,9 +36,12 @@ var _ store.Store = (*Store)(nil)
 // New returns an empty store.
 func New() *Store {
 	return &Store{
-		clients:  make(map[string]*client.Client),
-		sessions: make(map[string]tokensession.Record),
-		jtis:     make(map[string]struct{}),
+		clients:    make(map[string]*client.Client),
+		sessions:   make(map[string]tokensession.Record),
+		jtis:       make(map[string]struct{}),
+		grants:     make(map[grantKey]tokensession.Grant),
+		revoked:    make(map[string]time.Time),
+		assertions: make(map[string]time.Time),
 	}
 }
 
@@ -53,10 +67,14 @@ func (s *Store) UpsertClient(_ context.Context, c *client.Client) error {
 	return nil
 }
 
-// CreateTokenSession implements store.TokenSessionStore.
+// CreateTokenSession implements store.TokenSessionStore. It refuses a
+// session of a revoked request with store.ErrRevoked.
 func (s *Store) CreateTokenSession(_ context.Context, rec tokensession.Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.checkNotRevoked(rec.RequestID); err != nil {
+		return fmt.Errorf("token session: %w", err)
+	}
 	if _, ok := s.clients[rec.ClientID]; !ok {
 		return fmt.Errorf("token session for client %q: %w", rec.ClientID, store.ErrNotFound)
 	}
@@ -86,12 +104,29 @@ func (s *Store) GetTokenSession(_ context.Context, signature string) (tokensessi
 func (s *Store) DeleteTokenSession(_ context.Context, signature string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec, ok := s.sessions[signature]
-	if !ok {
+	if _, ok := s.sessions[signature]; !ok {
 		return fmt.Errorf("token session: %w", store.ErrNotFound)
 	}
-	delete(s.sessions, signature)
-	delete(s.jtis, rec.JTI)
+	s.deleteSession(signature)
+	return nil
+}
+
+// deleteSession removes the session with signature and frees its jti; the
+// caller holds the write lock.
+func (s *Store) deleteSession(signature string) {
+	if rec, ok := s.sessions[signature]; ok {
+		delete(s.sessions, signature)
+		delete(s.jtis, rec.JTI)
+	}
+}
+
+// checkNotRevoked returns store.ErrRevoked if requestID was revoked; the
+// caller holds the write lock, which orders the check against
+// RevokeRequest. RevokeRequest refuses "", so "" is never revoked.
+func (s *Store) checkNotRevoked(requestID string) error {
+	if _, ok := s.revoked[requestID]; ok {
+		return store.ErrRevoked
+	}
 	return nil
 }
 

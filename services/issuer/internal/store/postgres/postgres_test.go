@@ -18,7 +18,7 @@ var server *pgtest.Server
 // TestMain fails (never skips) when Docker or the image is unavailable.
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &server)) }
 
-func newStore(t *testing.T) store.Store {
+func newStore(t *testing.T) *postgres.Store {
 	t.Helper()
 	dsn := server.NewDatabase(t)
 	pool, err := libpostgres.Open(t.Context(), dsn)
@@ -34,7 +34,7 @@ func newStore(t *testing.T) store.Store {
 
 func TestContract(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, newStore)
+	storetest.Run(t, func(t *testing.T) store.Store { return newStore(t) })
 }
 
 func TestMigrateIsIdempotent(t *testing.T) {

@@ -4,12 +4,18 @@ package storetest
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v3"
 
 	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
@@ -35,87 +41,144 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	})
 	t.Run("UpsertClientRoundTrip", func(t *testing.T) {
 		t.Parallel()
-		s := newStore(t)
-		want := confidential("reporting-job")
-		if err := s.UpsertClient(t.Context(), want); err != nil {
-			t.Fatal(err)
+		tests := []struct {
+			name   string
+			client func(t *testing.T) *client.Client
+		}{
+			{name: "client_secret_basic by default", client: func(*testing.T) *client.Client { return confidential("reporting-job") }},
+			{name: "client_secret_post with every field", client: func(*testing.T) *client.Client {
+				c := confidential("support-console")
+				c.AuthMethod = client.AuthMethodClientSecretPost
+				c.GrantTypes = []string{client.GrantAuthorizationCode, client.GrantRefreshToken, client.GrantTokenExchange}
+				c.ResponseTypes = []string{"code"}
+				c.RedirectURIs = []string{"https://support.example/callback", "http://127.0.0.1/callback"}
+				c.RefreshTokenLifespan = 36*time.Hour + 1500*time.Millisecond
+				c.DisplayName = "Support Console – Ünïcode"
+				return c
+			}},
+			{name: "private_key_jwt", client: func(t *testing.T) *client.Client { return keyClient(t, "billing-bot") }},
+			{name: "public", client: func(*testing.T) *client.Client { return public("invoice-web") }},
+			{name: "public with auth method none", client: func(*testing.T) *client.Client {
+				c := public("invoice-web")
+				c.AuthMethod = client.AuthMethodNone
+				c.DisplayName = "Invoices"
+				return c
+			}},
 		}
-		got, err := s.GetClient(t.Context(), want.ID)
-		if err != nil {
-			t.Fatal(err)
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				s := newStore(t)
+				want := tc.client(t)
+				if err := s.UpsertClient(t.Context(), want); err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.GetClient(t.Context(), want.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertClient(t, got, want)
+			})
 		}
-		assertClient(t, got, want)
-	})
-	t.Run("UpsertPublicClient", func(t *testing.T) {
-		t.Parallel()
-		s := newStore(t)
-		want := &client.Client{
-			ID:            "invoice-web",
-			Public:        true,
-			GrantTypes:    []string{client.GrantAuthorizationCode, client.GrantRefreshToken},
-			ResponseTypes: []string{"code"},
-			Scopes:        []string{"openid", "invoice:read"},
-			RedirectURIs:  []string{"http://127.0.0.1/callback"},
-		}
-		if err := s.UpsertClient(t.Context(), want); err != nil {
-			t.Fatal(err)
-		}
-		got, err := s.GetClient(t.Context(), want.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		assertClient(t, got, want)
 	})
 	t.Run("UpsertClientReplaces", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
-		first := confidential("billing-bot")
-		if err := s.UpsertClient(t.Context(), first); err != nil {
+		// Each version replaces the previous one completely, including a
+		// switch of auth method that adds or drops the key set and secret.
+		post := confidential("billing-bot")
+		post.Scopes = []string{"invoice:read", "invoice:write"}
+		post.SecretHash = []byte("another-hash-of-32-bytes-length!")
+		post.AccessTokenLifespan = 0
+		post.AuthMethod = client.AuthMethodClientSecretPost
+		post.DisplayName = "Billing Bot"
+		versions := []*client.Client{
+			confidential("billing-bot"),
+			keyClient(t, "billing-bot"),
+			post,
+			keyClient(t, "billing-bot"),
+			confidential("billing-bot"),
+		}
+		for i, want := range versions {
+			if err := s.UpsertClient(t.Context(), want); err != nil {
+				t.Fatalf("version %d: %v", i, err)
+			}
+			got, err := s.GetClient(t.Context(), "billing-bot")
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertClient(t, got, want)
+		}
+	})
+	t.Run("UpsertClientRejectsInvalid", func(t *testing.T) {
+		t.Parallel()
+		tests := []struct {
+			name string
+			edit func(t *testing.T, c *client.Client)
+		}{
+			{name: "confidential without secret", edit: func(_ *testing.T, c *client.Client) { c.SecretHash = nil }},
+			{name: "unknown auth method", edit: func(_ *testing.T, c *client.Client) { c.AuthMethod = "client_secret_jwt" }},
+			{name: "confidential with auth method none", edit: func(_ *testing.T, c *client.Client) { c.AuthMethod = client.AuthMethodNone }},
+			{name: "private_key_jwt without keys", edit: func(_ *testing.T, c *client.Client) {
+				c.SecretHash, c.AuthMethod = nil, client.AuthMethodPrivateKeyJWT
+			}},
+			{name: "private_key_jwt with a secret", edit: func(t *testing.T, c *client.Client) {
+				c.AuthMethod, c.JWKS = client.AuthMethodPrivateKeyJWT, publicJWKS(t, "k1")
+			}},
+			{name: "private key in the key set", edit: func(t *testing.T, c *client.Client) {
+				c.SecretHash, c.AuthMethod, c.JWKS = nil, client.AuthMethodPrivateKeyJWT, privateJWKS(t, "k1")
+			}},
+			{name: "key set on a secret client", edit: func(t *testing.T, c *client.Client) { c.JWKS = publicJWKS(t, "k1") }},
+			{name: "negative refresh lifespan", edit: func(_ *testing.T, c *client.Client) { c.RefreshTokenLifespan = -time.Second }},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				s := newStore(t)
+				stored := confidential("reporting-job")
+				if err := s.UpsertClient(t.Context(), stored); err != nil {
+					t.Fatal(err)
+				}
+				for _, id := range []string{"reporting-job", "newcomer"} {
+					bad := confidential(id)
+					tc.edit(t, bad)
+					if err := s.UpsertClient(t.Context(), bad); !errors.Is(err, client.ErrInvalid) {
+						t.Fatalf("UpsertClient(%s) = %v, want ErrInvalid", id, err)
+					}
+				}
+				if _, err := s.GetClient(t.Context(), "newcomer"); !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("GetClient after rejected create = %v, want ErrNotFound", err)
+				}
+				got, err := s.GetClient(t.Context(), "reporting-job")
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertClient(t, got, stored)
+			})
+		}
+	})
+	t.Run("ClientCopies", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		in := keyClient(t, "billing-bot")
+		want := in.Clone()
+		if err := s.UpsertClient(t.Context(), in); err != nil {
 			t.Fatal(err)
 		}
-		second := confidential("billing-bot")
-		second.Scopes = []string{"invoice:read", "invoice:write"}
-		second.SecretHash = []byte("another-hash-of-32-bytes-length!")
-		second.AccessTokenLifespan = 0
-		if err := s.UpsertClient(t.Context(), second); err != nil {
-			t.Fatal(err)
-		}
+		in.Scopes[0] = "admin"
+		in.JWKS.Keys[0].KeyID = "caller-kid"
 		got, err := s.GetClient(t.Context(), "billing-bot")
 		if err != nil {
 			t.Fatal(err)
 		}
-		assertClient(t, got, second)
-	})
-	t.Run("UpsertClientRejectsInvalid", func(t *testing.T) {
-		t.Parallel()
-		s := newStore(t)
-		bad := confidential("no-secret")
-		bad.SecretHash = nil
-		if err := s.UpsertClient(t.Context(), bad); !errors.Is(err, client.ErrInvalid) {
-			t.Fatalf("UpsertClient = %v, want ErrInvalid", err)
-		}
-		if _, err := s.GetClient(t.Context(), bad.ID); !errors.Is(err, store.ErrNotFound) {
-			t.Fatalf("GetClient after rejected upsert = %v, want ErrNotFound", err)
-		}
-	})
-	t.Run("GetClientReturnsCopy", func(t *testing.T) {
-		t.Parallel()
-		s := newStore(t)
-		if err := s.UpsertClient(t.Context(), confidential("reporting-job")); err != nil {
-			t.Fatal(err)
-		}
-		got, err := s.GetClient(t.Context(), "reporting-job")
-		if err != nil {
-			t.Fatal(err)
-		}
+		assertClient(t, got, want)
 		got.Scopes[0] = "admin"
-		again, err := s.GetClient(t.Context(), "reporting-job")
+		got.JWKS.Keys[0].KeyID = "caller-kid"
+		again, err := s.GetClient(t.Context(), "billing-bot")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if again.Scopes[0] != "invoice:read" {
-			t.Fatalf("store shares memory with callers: scopes = %v", again.Scopes)
-		}
+		assertClient(t, again, want)
 	})
 	t.Run("TokenSessionRoundTrip", func(t *testing.T) {
 		t.Parallel()
@@ -195,6 +258,53 @@ func confidential(id string) *client.Client {
 	}
 }
 
+// public returns a valid public client (authorization code with PKCE).
+func public(id string) *client.Client {
+	return &client.Client{
+		ID:            id,
+		Public:        true,
+		GrantTypes:    []string{client.GrantAuthorizationCode, client.GrantRefreshToken},
+		ResponseTypes: []string{"code"},
+		Scopes:        []string{"openid", "invoice:read"},
+		RedirectURIs:  []string{"http://127.0.0.1/callback"},
+	}
+}
+
+// keyClient returns a valid private_key_jwt client with two keys.
+func keyClient(t *testing.T, id string) *client.Client {
+	t.Helper()
+	c := confidential(id)
+	c.SecretHash = nil
+	c.AuthMethod = client.AuthMethodPrivateKeyJWT
+	c.JWKS = publicJWKS(t, "k1", "k2")
+	c.DisplayName = "Key-authenticated " + id
+	return c
+}
+
+// privateJWKS returns a set of fresh ECDSA P-256 private keys, one per kid.
+func privateJWKS(t *testing.T, kids ...string) *jose.JSONWebKeySet {
+	t.Helper()
+	set := new(jose.JSONWebKeySet)
+	for _, kid := range kids {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k, KeyID: kid, Algorithm: client.AssertionSigningAlgorithm, Use: "sig"})
+	}
+	return set
+}
+
+// publicJWKS returns the public half of privateJWKS.
+func publicJWKS(t *testing.T, kids ...string) *jose.JSONWebKeySet {
+	t.Helper()
+	set := privateJWKS(t, kids...)
+	for i, k := range set.Keys {
+		set.Keys[i] = k.Public()
+	}
+	return set
+}
+
 func withClient(t *testing.T, s store.Store) store.Store {
 	t.Helper()
 	if err := s.UpsertClient(t.Context(), confidential("reporting-job")); err != nil {
@@ -229,8 +339,50 @@ func assertClient(t *testing.T, got, want *client.Client) {
 		!slices.Equal(got.Scopes, want.Scopes) ||
 		!slices.Equal(got.Audiences, want.Audiences) ||
 		!slices.Equal(got.RedirectURIs, want.RedirectURIs) ||
-		got.AccessTokenLifespan != want.AccessTokenLifespan {
+		got.AccessTokenLifespan != want.AccessTokenLifespan ||
+		got.RefreshTokenLifespan != want.RefreshTokenLifespan ||
+		got.AuthMethod != want.AuthMethod || got.DisplayName != want.DisplayName {
 		t.Fatalf("client = %+v, want %+v", got, want)
+	}
+	assertJWKS(t, got.JWKS, want.JWKS)
+}
+
+// assertJWKS compares key sets by their JSON form and by each key's
+// RFC 7638 thumbprint, and checks that only public keys come back.
+func assertJWKS(t *testing.T, got, want *jose.JSONWebKeySet) {
+	t.Helper()
+	if got == nil || want == nil {
+		if got != want {
+			t.Fatalf("key set = %v, want %v", got, want)
+		}
+		return
+	}
+	gotJSON, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantJSON, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(gotJSON, wantJSON) {
+		t.Fatalf("key set = %s, want %s", gotJSON, wantJSON)
+	}
+	if len(got.Keys) != len(want.Keys) {
+		t.Fatalf("%d keys, want %d", len(got.Keys), len(want.Keys))
+	}
+	for i := range want.Keys {
+		gotPrint, err := got.Keys[i].Thumbprint(crypto.SHA256)
+		if err != nil {
+			t.Fatalf("key %d: %v", i, err)
+		}
+		wantPrint, err := want.Keys[i].Thumbprint(crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(gotPrint, wantPrint) || !got.Keys[i].IsPublic() {
+			t.Fatalf("key %d (%s) differs from the stored one or is not public", i, got.Keys[i].KeyID)
+		}
 	}
 }
 

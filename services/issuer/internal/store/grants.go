@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gatehouse/gatehouse/services/issuer/internal/tokensession"
+)
+
+// ErrInactive means a grant record exists but was already used or revoked.
+var ErrInactive = errors.New("store: inactive")
+
+// GrantStore keeps the records behind authorization codes, PKCE and OIDC
+// requests and refresh tokens (tokensession.Grant), and revokes whole
+// authorizations. Records are keyed by (kind, signature).
+type GrantStore interface {
+	// CreateGrant validates g and stores it; ErrConflict if (kind,
+	// signature) is taken, ErrNotFound if its client does not exist,
+	// ErrRevoked if its request was revoked (see RevokeRequest).
+	CreateGrant(ctx context.Context, g tokensession.Grant) error
+	// GetGrant returns the record whether active or not (Active tells), or
+	// ErrNotFound.
+	GetGrant(ctx context.Context, kind tokensession.GrantKind, signature string) (tokensession.Grant, error)
+	// DeactivateGrant marks an active record inactive, as one
+	// compare-and-set: ErrInactive if it already was (so of two concurrent
+	// uses exactly one succeeds), ErrNotFound if there is none.
+	DeactivateGrant(ctx context.Context, kind tokensession.GrantKind, signature string) error
+	// DeleteGrant removes a record, or returns ErrNotFound.
+	DeleteGrant(ctx context.Context, kind tokensession.GrantKind, signature string) error
+	// RevokeRequest ends a whole authorization in one transaction: it
+	// records the request as revoked (so no later CreateGrant or
+	// CreateTokenSession for it succeeds: they return ErrRevoked, which
+	// closes the race with a refresh in flight), marks every grant record of
+	// requestID inactive and deletes every access token session of
+	// requestID, returning the deleted access-token records (for the
+	// revocation feed). Revoking an unknown or already revoked request
+	// returns no records and no error.
+	RevokeRequest(ctx context.Context, requestID string) ([]tokensession.Record, error)
+	// RequestIDsForConsent returns the distinct request ids of the grant
+	// records that rest on consentID, active or not.
+	RequestIDsForConsent(ctx context.Context, consentID string) ([]string, error)
+	// DeleteExpiredGrants removes grant records, access token sessions,
+	// used client-assertion jtis and revoked-request records that expired
+	// before t, returning how many rows went.
+	DeleteExpiredGrants(ctx context.Context, t time.Time) (int, error)
+}
+
+// MaxAssertionJTILength bounds a client assertion's jti in bytes; the
+// Postgres client_assertion_jtis_jti_length constraint (migration 00004)
+// says the same.
+const MaxAssertionJTILength = 256
+
+// ClientAssertionStore remembers the jti of every accepted client assertion
+// (RFC 7523 private_key_jwt) until it expires, so none is accepted twice.
+type ClientAssertionStore interface {
+	// UseClientAssertion records jti until exp; ErrConflict if jti was
+	// already recorded and has not expired (a replay). Atomic: of two
+	// concurrent uses of one jti exactly one succeeds.
+	UseClientAssertion(ctx context.Context, jti string, exp time.Time) error
+}
