@@ -13,6 +13,12 @@ require (
 )
 
 require (
+	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
+	github.com/pquerna/otp v1.5.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
+
+require (
 	connectrpc.com/connect v1.21.1 // indirect
 	connectrpc.com/connect/v2 v2.0.0 // indirect
 	connectrpc.com/otelconnect v0.12.0 // indirect
@@ -28,9 +34,10 @@ require (
 	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
 	github.com/gatehouse/gatehouse/libs/accesstoken v0.0.0-00010101000000-000000000000 // indirect
+	github.com/gatehouse/gatehouse/libs/audit v0.0.0-00010101000000-000000000000 // indirect
 	github.com/gatehouse/gatehouse/libs/enforce v0.0.0-00010101000000-000000000000 // indirect
 	github.com/gatehouse/gatehouse/libs/postgres v0.0.0-00010101000000-000000000000 // indirect
-	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000 // indirect
+	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/proto v0.0.0-00010101000000-000000000000 // indirect
 	github.com/go-jose/go-jose/v3 v3.0.3 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
@@ -71,7 +78,7 @@ require (
 	github.com/ory/go-acc v0.2.9-0.20230103102148-6b1c9a70dbbe // indirect
 	github.com/ory/go-convenience v0.1.0 // indirect
 	github.com/ory/x v0.0.665 // indirect
-	github.com/pelletier/go-toml/v2 v2.0.9 // indirect
+	github.com/pelletier/go-toml/v2 v2.2.2 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/pressly/goose/v3 v3.30.0 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
@@ -83,7 +90,7 @@ require (
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/sethvargo/go-retry v0.5.0 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
-	github.com/spf13/afero v1.9.5 // indirect
+	github.com/spf13/afero v1.15.0 // indirect
 	github.com/spf13/cast v1.5.1 // indirect
 	github.com/spf13/cobra v1.10.2 // indirect
 	github.com/spf13/jwalterweatherman v1.1.0 // indirect
@@ -120,10 +127,10 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/mod v0.42.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
-	golang.org/x/oauth2 v0.37.0 // indirect
+	golang.org/x/oauth2 v0.38.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
-	golang.org/x/tools v0.52.0 // indirect
+	golang.org/x/tools v0.52.1-0.20261106145633-d407941a339a // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c // indirect
 	google.golang.org/grpc v1.85.0 // indirect
@@ -134,6 +141,7 @@ require (
 
 replace (
 	github.com/gatehouse/gatehouse/libs/accesstoken => ../../libs/accesstoken
+	github.com/gatehouse/gatehouse/libs/audit => ../../libs/audit
 	github.com/gatehouse/gatehouse/libs/enforce => ../../libs/enforce
 	github.com/gatehouse/gatehouse/libs/postgres => ../../libs/postgres
 	github.com/gatehouse/gatehouse/libs/serve => ../../libs/serve

@@ -4,6 +4,10 @@
 FROM scratch
 COPY dist/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY dist/issuer /usr/local/bin/issuer
+# The scope catalog the consent page explains scopes from
+# (GATEHOUSE_ISSUER_SCOPE_CATALOG).
+COPY policies/gatehouse/data.json /policies/gatehouse/data.json
+ENV GATEHOUSE_ISSUER_SCOPE_CATALOG=/policies/gatehouse/data.json
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/issuer"]

@@ -10,16 +10,28 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/libs/audit"
+	auditmemory "github.com/gatehouse/gatehouse/libs/audit/memory"
+	auditpostgres "github.com/gatehouse/gatehouse/libs/audit/postgres"
 	libpostgres "github.com/gatehouse/gatehouse/libs/postgres"
 	"github.com/gatehouse/gatehouse/libs/serve"
 	"github.com/gatehouse/gatehouse/libs/telemetry"
+	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/revocation/v1/revocationv1connect"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/authn"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/authorize"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/clientsecret"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/consent"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/demoseed"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/discovery"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/interaction"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/revocation/feed"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/scopecatalog"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/signingkey"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store/memory"
@@ -43,6 +55,18 @@ type App struct {
 	// stopKeys ends the key maintenance loop; keysDone closes when it has.
 	stopKeys context.CancelFunc
 	keysDone chan struct{}
+	// recorder writes audit events; Close drains it.
+	recorder *audit.Recorder
+	// feed serves the revocation feed; Close ends its streams.
+	feed *feed.Handler
+	// stopHousekeeping ends the pruning loop; housekeepingDone closes when
+	// it has.
+	stopHousekeeping context.CancelFunc
+	housekeepingDone chan struct{}
+	// stopFeed ends the revocation log's Postgres listener; feedDone
+	// closes when it has.
+	stopFeed context.CancelFunc
+	feedDone chan struct{}
 }
 
 // New builds the issuer for cfg: it loads (or, with Demo, generates) the
@@ -76,54 +100,128 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		}
 	}()
 
-	st, err := a.openStore(ctx, cfg, logger)
+	st, err := a.openStores(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.startKeys(ctx, cfg, kek, logger); err != nil {
+	recorder, err := audit.NewRecorder(st.audit, audit.RecorderOptions{Meter: tel.MeterProvider().Meter(serviceName), Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a.recorder = recorder
+	ev := &events{revocations: st.revocations, audit: recorder, logger: logger, maxTokenLifetime: cfg.MaxTokenLifetime}
+	if err := a.startKeys(ctx, cfg, kek, logger, ev.keyCreated("schedule")); err != nil {
 		return nil, err
 	}
 	if cfg.Demo {
-		if err := seed(ctx, st, hasher, logger); err != nil {
+		if err := seed(ctx, st.main, hasher, logger); err != nil {
 			return nil, err
 		}
-		if err := demoseed.SeedUsers(ctx, a.userStore(cfg), user.DefaultParams(), notAClientID(st)); err != nil {
+		if err := demoseed.SeedUsers(ctx, st.users, user.DefaultParams(), notAClientID(st.main)); err != nil {
 			return nil, fmt.Errorf("issuer: demo users: %w", err)
 		}
 	}
-	tokenCfg := token.Config{
-		Issuer:              cfg.Issuer,
-		AccessTokenLifespan: cfg.AccessTokenLifespan,
-		MaxTokenLifetime:    cfg.MaxTokenLifetime,
-		Key:                 a.keys,
-		Hasher:              hasher,
-		Store:               st,
-		Logger:              logger,
-	}
-	endpoint, err := token.NewEndpoint(tokenCfg)
+	catalog, err := scopecatalog.Load(cfg.ScopeCatalog)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	introspection, err := token.NewIntrospectionEndpoint(tokenCfg)
+	provider, err := token.NewProvider(token.Config{
+		Issuer:                cfg.Issuer,
+		AccessTokenLifespan:   cfg.AccessTokenLifespan,
+		RefreshTokenLifespan:  cfg.RefreshTokenLifespan,
+		AuthorizeCodeLifespan: cfg.AuthorizationCodeLifespan,
+		MaxTokenLifetime:      cfg.MaxTokenLifetime,
+		Key:                   a.keys,
+		Hasher:                hasher,
+		TokenHMACKey:          hasher.DeriveKey("token-hmac"),
+		Store:                 st.main,
+		Observer:              ev,
+		ConsentActive: func(ctx context.Context, id string) (bool, error) {
+			c, err := st.consents.GetConsent(ctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			return c.ActiveAt(time.Now()), nil
+		},
+		Logger: logger,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	revocation, err := token.NewRevocationEndpoint(tokenCfg)
+	authenticator, err := authn.New(authn.Config{Users: st.users, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
+	pages, err := interaction.New(interaction.Config{
+		Sessions:      st.sessions,
+		Interactions:  st.interactions,
+		Consents:      st.consents,
+		Authenticator: authenticator,
+		Catalog:       catalog,
+		ClientName: func(ctx context.Context, id string) (string, error) {
+			c, err := st.main.GetClient(ctx, id)
+			if err != nil {
+				return "", err
+			}
+			return c.Name(), nil
+		},
+		OnConsentWithdrawn: func(ctx context.Context, c consent.Consent) error {
+			return ev.consentWithdrawn(ctx, st.main, c)
+		},
+		Audit:         ev.browserAudit,
+		Logger:        logger,
+		SecureCookies: strings.HasPrefix(cfg.Issuer, "https://"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	authorization := authorize.New(provider, pages, st.users, logger)
+	feedHandler, err := feed.NewHandler(feed.Config{
+		Log: st.revocations,
+		Authorize: func(ctx context.Context, h http.Header) (string, error) {
+			id, err := provider.AuthenticateBasic(ctx, h, token.ScopeRevocationsRead)
+			switch {
+			case errors.Is(err, token.ErrClientUnauthenticated):
+				return "", fmt.Errorf("%w: %w", feed.ErrUnauthenticated, err)
+			case errors.Is(err, token.ErrClientForbidden):
+				return "", fmt.Errorf("%w: %w", feed.ErrForbidden, err)
+			}
+			return id, err
+		},
+		Logger: logger,
+		Meter:  tel.MeterProvider().Meter(serviceName),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a.feed = feedHandler
+	a.startHousekeeping(ctx, st, logger)
 	metadata, err := discovery.MetadataHandler(discovery.Metadata{
 		Issuer:                            cfg.Issuer,
+		AuthorizationEndpoint:             cfg.Issuer + authorize.Path,
 		TokenEndpoint:                     cfg.Issuer + token.Path,
+		UserinfoEndpoint:                  cfg.Issuer + token.UserinfoPath,
 		JWKSURI:                           cfg.Issuer + discovery.JWKSPath,
 		ScopesSupported:                   cfg.ScopesSupported,
-		ResponseTypesSupported:            []string{}, // no authorization endpoint yet
+		ResponseTypesSupported:            []string{"code"},
+		ResponseModesSupported:            []string{"query"},
 		GrantTypesSupported:               token.GrantTypes(),
 		TokenEndpointAuthMethodsSupported: token.AuthMethods(),
-		IntrospectionEndpoint:             cfg.Issuer + token.IntrospectionPath,
-		IntrospectionEndpointAuthMethodsSupported: token.IntrospectionAuthMethods(),
-		RevocationEndpoint:                        cfg.Issuer + token.RevocationPath,
-		RevocationEndpointAuthMethodsSupported:    token.RevocationAuthMethods(),
+		TokenEndpointAuthSigningAlgValuesSupported: []string{client.AssertionSigningAlgorithm},
+		CodeChallengeMethodsSupported:              []string{"S256"},
+		SubjectTypesSupported:                      []string{"public"},
+		IDTokenSigningAlgValuesSupported:           []string{signingkey.Algorithm},
+		ClaimsSupported:                            []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "tenant", "preferred_username"},
+		ACRValuesSupported:                         authorize.ACRValues(),
+		PromptValuesSupported:                      authorize.PromptValues(),
+		IntrospectionEndpoint:                      cfg.Issuer + token.IntrospectionPath,
+		IntrospectionEndpointAuthMethodsSupported:  token.IntrospectionAuthMethods(),
+		RevocationEndpoint:                         cfg.Issuer + token.RevocationPath,
+		RevocationEndpointAuthMethodsSupported:     token.RevocationAuthMethods(),
+		RevocationFeedEndpoint:                     cfg.Issuer,
 	}, cfg.DiscoveryMaxAge)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
@@ -132,9 +230,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	mux := http.NewServeMux()
 	// Every method reaches the endpoint, which answers non-POST requests
 	// with an RFC 6749 error rather than the mux's plain-text 405.
-	mux.Handle(token.Path, endpoint)
-	mux.Handle(token.IntrospectionPath, introspection)
-	mux.Handle(token.RevocationPath, revocation)
+	mux.Handle(token.Path, token.NewEndpoint(provider))
+	mux.Handle(token.IntrospectionPath, token.NewIntrospectionEndpoint(provider))
+	mux.Handle(token.RevocationPath, token.NewRevocationEndpoint(provider))
+	mux.Handle(token.UserinfoPath, token.NewUserinfoEndpoint(provider))
+	authorization.Mount(mux)
+	pages.Mount(mux)
+	mux.Handle(revocationv1connect.NewRevocationFeedServiceHandler(feedHandler))
 	mux.Handle("GET "+discovery.JWKSPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The current key set on every request: rotation shows at once.
 		discovery.Document(a.keys.JWKS(), cfg.DiscoveryMaxAge).ServeHTTP(w, r)
@@ -142,7 +244,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	mux.Handle("GET "+discovery.OpenIDConfigurationPath, metadata)
 	mux.Handle("GET "+discovery.AuthorizationServerPath, metadata)
 	mux.Handle("GET /metrics", tel.MetricsHandler())
-	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{"store": st.Ping, "signing_keys": a.keys.Ready})
+	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{"store": st.main.Ping, "signing_keys": a.keys.Ready})
 	a.handler = tel.Middleware(serviceName, mux)
 	return a, nil
 }
@@ -156,14 +258,36 @@ func (a *App) Handler() http.Handler { return a.handler }
 func (a *App) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
+	if a.feed != nil {
+		a.feed.Close()
+	}
+	if a.stopHousekeeping != nil {
+		a.stopHousekeeping()
+		<-a.housekeepingDone
+	}
 	if a.stopKeys != nil {
 		a.stopKeys()
 		<-a.keysDone
+	}
+	if a.stopFeed != nil {
+		a.stopFeed()
+		<-a.feedDone
+	}
+	var errs []error
+	if a.recorder != nil {
+		// Every audit event queued so far reaches the store before the
+		// pool closes.
+		if err := a.recorder.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if a.pool != nil {
 		a.pool.Close()
 	}
 	if err := a.tel.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("issuer: close: %w", err)
 	}
 	return nil
@@ -176,6 +300,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, a.Close()) }()
+	// Feed streams never end on their own: end them when the server begins
+	// its graceful shutdown, or it would wait for them.
+	stop := context.AfterFunc(ctx, a.feed.Close)
+	defer stop()
 	return serve.ListenAndServe(ctx, logger, serviceName, cfg.HTTPAddr, a.Handler())
 }
 
@@ -214,30 +342,98 @@ func loadHasher(ctx context.Context, cfg Config, logger *slog.Logger) (*clientse
 	return hasher, nil
 }
 
-func (a *App) openStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.Store, error) {
+// housekeepingInterval is how often expired records are pruned.
+const housekeepingInterval = time.Minute
+
+// revocationLeeway keeps an expired revocation event in the feed this much
+// longer, for gateways whose clocks run behind.
+const revocationLeeway = 5 * time.Minute
+
+// startHousekeeping prunes expired grant records, token sessions, used
+// assertion jtis and revocation events every housekeepingInterval, until
+// Close.
+func (a *App) startHousekeeping(ctx context.Context, st stores, logger *slog.Logger) {
+	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopHousekeeping, a.housekeepingDone = stop, make(chan struct{})
+	go func() {
+		defer close(a.housekeepingDone)
+		ticker := time.NewTicker(housekeepingInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-loopCtx.Done():
+				return
+			case <-ticker.C:
+			}
+			now := time.Now()
+			grants, err := st.main.DeleteExpiredGrants(loopCtx, now)
+			if err != nil {
+				logger.ErrorContext(loopCtx, "pruning expired grants failed", slog.Any("error", err))
+			}
+			events, err := st.revocations.DeleteExpired(loopCtx, now.Add(-revocationLeeway))
+			if err != nil {
+				logger.ErrorContext(loopCtx, "pruning expired revocation events failed", slog.Any("error", err))
+			}
+			if grants+int(events) > 0 {
+				logger.DebugContext(loopCtx, "expired records pruned", slog.Int("grants", grants), slog.Int64("revocation_events", events))
+			}
+		}
+	}()
+}
+
+// stores are the issuer's stores on one backend.
+type stores struct {
+	main         token.Store
+	users        store.UserStore
+	sessions     store.BrowserSessionStore
+	interactions store.InteractionStore
+	consents     store.ConsentStore
+	revocations  store.RevocationLog
+	audit        audit.Store
+}
+
+// openStores opens the stores on cfg's backend: Postgres (migrated, with
+// the audit log's own migrations in the same database), or memory (dev).
+func (a *App) openStores(ctx context.Context, cfg Config, logger *slog.Logger) (stores, error) {
 	if cfg.Store == StoreMemory {
-		logger.WarnContext(ctx, "DEV ONLY: memory store; clients and token sessions are lost on restart")
-		return memory.New(), nil
+		logger.WarnContext(ctx, "DEV ONLY: memory store; clients, users, sessions, tokens and audit events are lost on restart")
+		return stores{
+			main:         memory.New(),
+			users:        memory.NewUserStore(),
+			sessions:     memory.NewBrowserSessionStore(),
+			interactions: memory.NewInteractionStore(),
+			consents:     memory.NewConsentStore(),
+			revocations:  memory.NewRevocationLog(),
+			audit:        auditmemory.New(),
+		}, nil
 	}
 	pool, err := libpostgres.Open(ctx, cfg.DatabaseURL, libpostgres.WithLogger(logger))
 	if err != nil {
-		return nil, fmt.Errorf("issuer: %w", err)
+		return stores{}, fmt.Errorf("issuer: %w", err)
 	}
 	a.pool = pool
 	if err := postgres.Migrate(ctx, pool); err != nil {
-		return nil, fmt.Errorf("issuer: %w", err)
+		return stores{}, fmt.Errorf("issuer: %w", err)
 	}
-	return postgres.New(pool), nil
-}
-
-// userStore returns the user store on the same backend as the other stores.
-// Users are seeded (with -demo) but not yet used: login arrives with the
-// authorization-code flow.
-func (a *App) userStore(cfg Config) store.UserStore {
-	if cfg.Store == StoreMemory {
-		return memory.NewUserStore()
+	if err := auditpostgres.Migrate(ctx, pool); err != nil {
+		return stores{}, fmt.Errorf("issuer: %w", err)
 	}
-	return postgres.NewUserStore(a.pool)
+	revocations := postgres.NewRevocationLog(pool, logger, cfg.RevocationFeedPoll)
+	feedCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopFeed, a.feedDone = stop, make(chan struct{})
+	go func() {
+		defer close(a.feedDone)
+		revocations.Run(feedCtx)
+	}()
+	return stores{
+		main:         postgres.New(pool),
+		users:        postgres.NewUserStore(pool),
+		sessions:     postgres.NewBrowserSessionStore(pool),
+		interactions: postgres.NewInteractionStore(pool),
+		consents:     postgres.NewConsentStore(pool),
+		revocations:  revocations,
+		audit:        auditpostgres.New(pool),
+	}, nil
 }
 
 // notAClientID refuses a username that is also a client id: policies tell a

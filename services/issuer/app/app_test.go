@@ -52,6 +52,7 @@ func defaults(t testing.TB) app.Config {
 	t.Helper()
 	var cfg app.Config
 	cfg.RegisterFlags(flag.NewFlagSet("issuer", flag.ContinueOnError))
+	cfg.ScopeCatalog = filepath.Join("..", "..", "..", app.DefaultScopeCatalog)
 	return cfg
 }
 
@@ -218,18 +219,30 @@ func segment(t testing.TB, jwt string, i int) string {
 func TestDiscovery(t *testing.T) {
 	t.Parallel()
 	is := start(t, demoConfig(t))
+	base := "http://localhost:8080"
 	want := map[string]any{
-		"issuer":                                "http://localhost:8080",
-		"token_endpoint":                        "http://localhost:8080/oauth2/token",
-		"jwks_uri":                              "http://localhost:8080/.well-known/jwks.json",
-		"grant_types_supported":                 []any{"client_credentials"},
-		"token_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post"},
-		"response_types_supported":              []any{},
-		"scopes_supported":                      []any{"invoice:read", "invoice:write", "invoice:approve", "support:read", "support:impersonate"},
-		"introspection_endpoint":                "http://localhost:8080/oauth2/introspect",
-		"introspection_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post"},
-		"revocation_endpoint":                           "http://localhost:8080/oauth2/revoke",
-		"revocation_endpoint_auth_methods_supported":    []any{"client_secret_basic", "client_secret_post", "none"},
+		"issuer":                                base,
+		"authorization_endpoint":                base + "/oauth2/authorize",
+		"token_endpoint":                        base + "/oauth2/token",
+		"userinfo_endpoint":                     base + "/userinfo",
+		"jwks_uri":                              base + "/.well-known/jwks.json",
+		"grant_types_supported":                 []any{"authorization_code", "refresh_token", "client_credentials"},
+		"token_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post", "private_key_jwt", "none"},
+		"token_endpoint_auth_signing_alg_values_supported": []any{"ES256"},
+		"response_types_supported":                         []any{"code"},
+		"response_modes_supported":                         []any{"query"},
+		"code_challenge_methods_supported":                 []any{"S256"},
+		"subject_types_supported":                          []any{"public"},
+		"id_token_signing_alg_values_supported":            []any{"ES256"},
+		"claims_supported":                                 []any{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "tenant", "preferred_username"},
+		"acr_values_supported":                             []any{"pwd", "mfa"},
+		"prompt_values_supported":                          []any{"none", "login", "consent"},
+		"scopes_supported":                                 []any{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve", "support:read", "support:impersonate"},
+		"introspection_endpoint":                           base + "/oauth2/introspect",
+		"introspection_endpoint_auth_methods_supported":    []any{"client_secret_basic", "client_secret_post", "private_key_jwt"},
+		"revocation_endpoint":                              base + "/oauth2/revoke",
+		"revocation_endpoint_auth_methods_supported":       []any{"client_secret_basic", "client_secret_post", "private_key_jwt", "none"},
+		"gatehouse_revocation_feed_endpoint":               base,
 	}
 	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
 		t.Run(path, func(t *testing.T) {

@@ -54,6 +54,18 @@ type Config struct {
 	ClientSecretKeyFile string
 	// AccessTokenLifespan is the default access-token lifetime (flag access-token-lifespan).
 	AccessTokenLifespan time.Duration
+	// RefreshTokenLifespan is the default refresh-token lifetime (flag refresh-token-lifespan).
+	RefreshTokenLifespan time.Duration
+	// AuthorizationCodeLifespan is how long an authorization code may wait
+	// for its exchange (flag authorization-code-lifespan).
+	AuthorizationCodeLifespan time.Duration
+	// ScopeCatalog is the JSON file whose "scopes" describe each scope on
+	// the consent page: policies/gatehouse/data.json (flag scope-catalog).
+	ScopeCatalog string
+	// RevocationFeedPoll bounds how late a revocation appended by another
+	// replica reaches this replica's feed subscribers if a Postgres
+	// notification is lost (flag revocation-feed-poll).
+	RevocationFeedPoll time.Duration
 	// ScopesSupported is published as scopes_supported in the metadata (flag scopes-supported).
 	ScopesSupported []string
 	// DiscoveryMaxAge is how long clients may cache the metadata and JWKS
@@ -65,20 +77,24 @@ type Config struct {
 
 // Defaults of the flags.
 const (
-	DefaultHTTPAddr            = ":8080"
-	DefaultIssuer              = "http://localhost:8080"
-	DefaultAccessTokenLifespan = 5 * time.Minute
-	DefaultDiscoveryMaxAge     = 5 * time.Minute
-	DefaultKeyRotationPeriod   = 24 * time.Hour
-	DefaultKeyPublishLead      = 10 * time.Minute
-	DefaultKeyRefreshInterval  = time.Minute
-	DefaultMaxTokenLifetime    = time.Hour
+	DefaultHTTPAddr                  = ":8080"
+	DefaultIssuer                    = "http://localhost:8080"
+	DefaultAccessTokenLifespan       = 5 * time.Minute
+	DefaultDiscoveryMaxAge           = 5 * time.Minute
+	DefaultKeyRotationPeriod         = 24 * time.Hour
+	DefaultKeyPublishLead            = 10 * time.Minute
+	DefaultKeyRefreshInterval        = time.Minute
+	DefaultMaxTokenLifetime          = time.Hour
+	DefaultRefreshTokenLifespan      = 8 * time.Hour
+	DefaultAuthorizationCodeLifespan = time.Minute
+	DefaultScopeCatalog              = "policies/gatehouse/data.json"
+	DefaultRevocationFeedPoll        = time.Second
 )
 
-// DefaultScopesSupported are the API scopes of the platform that a token can
-// carry today (OpenID Connect scopes arrive with the authorization endpoint).
+// DefaultScopesSupported are the OpenID Connect scopes and the API scopes of
+// the platform that a token can carry.
 func DefaultScopesSupported() []string {
-	return []string{"invoice:read", "invoice:write", "invoice:approve", "support:read", "support:impersonate"}
+	return []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve", "support:read", "support:impersonate"}
 }
 
 // RegisterFlags sets c to the defaults and binds every field to a flag in fs.
@@ -95,6 +111,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", DefaultMaxTokenLifetime, "longest lifetime of any token the issuer signs; a retired signing key stays published this long (plus refresh interval and clock skew)")
 	fs.StringVar(&c.ClientSecretKeyFile, "client-secret-key-file", "", "file whose bytes (at least 32) key the client secret hash (required unless -demo)")
 	fs.DurationVar(&c.AccessTokenLifespan, "access-token-lifespan", DefaultAccessTokenLifespan, "default access token lifetime")
+	fs.DurationVar(&c.RefreshTokenLifespan, "refresh-token-lifespan", DefaultRefreshTokenLifespan, "default refresh token lifetime (each refresh rotates the token)")
+	fs.DurationVar(&c.AuthorizationCodeLifespan, "authorization-code-lifespan", DefaultAuthorizationCodeLifespan, "how long an authorization code may wait for its exchange")
+	fs.StringVar(&c.ScopeCatalog, "scope-catalog", DefaultScopeCatalog, "JSON file describing each scope for the consent page (the \"scopes\" of policies/gatehouse/data.json)")
+	fs.DurationVar(&c.RevocationFeedPoll, "revocation-feed-poll", DefaultRevocationFeedPoll, "how often the revocation feed checks Postgres for events another replica appended, should a notification be lost")
 	c.ScopesSupported = DefaultScopesSupported()
 	fs.Func("scopes-supported", "space-separated scopes published in the metadata (default \""+strings.Join(c.ScopesSupported, " ")+"\")", func(s string) error {
 		c.ScopesSupported = strings.Fields(s)

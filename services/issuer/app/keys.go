@@ -10,6 +10,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/libs/audit"
+	auditpostgres "github.com/gatehouse/gatehouse/libs/audit/postgres"
 	libpostgres "github.com/gatehouse/gatehouse/libs/postgres"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/signingkey"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
@@ -24,12 +28,12 @@ const clockSkew = time.Minute
 // startKeys loads the signing keys from the store (creating the first one
 // if there is none) and starts the loop that refreshes and rotates them
 // until Close.
-func (a *App) startKeys(ctx context.Context, cfg Config, kek *signingkey.KEK, logger *slog.Logger) error {
+func (a *App) startKeys(ctx context.Context, cfg Config, kek *signingkey.KEK, logger *slog.Logger, onCreated func(context.Context, signingkey.Record)) error {
 	var ks store.KeyStore = memory.NewKeyStore()
 	if a.pool != nil {
 		ks = postgres.NewKeyStore(a.pool)
 	}
-	ring, err := signingkey.NewRing(ringConfig(cfg, ks, kek, cfg.Demo, logger))
+	ring, err := signingkey.NewRing(ringConfig(cfg, ks, kek, cfg.Demo, logger, onCreated))
 	if err != nil {
 		return fmt.Errorf("issuer: %w", err)
 	}
@@ -50,7 +54,7 @@ func (a *App) startKeys(ctx context.Context, cfg Config, kek *signingkey.KEK, lo
 }
 
 // ringConfig is the key ring configuration cfg describes.
-func ringConfig(cfg Config, ks store.KeyStore, kek *signingkey.KEK, replaceUndecryptable bool, logger *slog.Logger) signingkey.RingConfig {
+func ringConfig(cfg Config, ks store.KeyStore, kek *signingkey.KEK, replaceUndecryptable bool, logger *slog.Logger, onCreated func(context.Context, signingkey.Record)) signingkey.RingConfig {
 	return signingkey.RingConfig{
 		Store:                ks,
 		KEK:                  kek,
@@ -60,6 +64,7 @@ func ringConfig(cfg Config, ks store.KeyStore, kek *signingkey.KEK, replaceUndec
 		RefreshInterval:      cfg.KeyRefreshInterval,
 		ReplaceUndecryptable: replaceUndecryptable,
 		Logger:               logger,
+		OnCreated:            onCreated,
 	}
 }
 
@@ -107,12 +112,18 @@ func RotateKeys(ctx context.Context, cfg Config, logger *slog.Logger, w io.Write
 	if err != nil {
 		return fmt.Errorf("issuer: %w", err)
 	}
-	ks, closeStore, err := openKeyStore(ctx, cfg, logger)
+	pool, err := openDatabase(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	ring, err := signingkey.NewRing(ringConfig(cfg, ks, kek, false, logger))
+	defer pool.Close()
+	if err := auditpostgres.Migrate(ctx, pool); err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	ks := postgres.NewKeyStore(pool)
+	// The command's own audit event, written before it returns.
+	ev := &events{audit: audit.NewSyncEmitter(auditpostgres.New(pool)), logger: logger}
+	ring, err := signingkey.NewRing(ringConfig(cfg, ks, kek, false, logger, ev.keyCreated("cli")))
 	if err != nil {
 		return fmt.Errorf("issuer: %w", err)
 	}
@@ -133,18 +144,52 @@ func RotateKeys(ctx context.Context, cfg Config, logger *slog.Logger, w io.Write
 // openKeyStore opens cfg's Postgres database (migrating it) for the keys
 // commands; the memory store has nothing to list or rotate.
 func openKeyStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.KeyStore, func(), error) {
+	pool, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	return postgres.NewKeyStore(pool), pool.Close, nil
+}
+
+// openDatabase opens and migrates cfg's Postgres database for the
+// commands (keys, audit); the memory store has nothing to show.
+func openDatabase(ctx context.Context, cfg Config, logger *slog.Logger) (*pgxpool.Pool, error) {
 	if cfg.Store != StorePostgres || cfg.DatabaseURL == "" {
-		return nil, nil, errors.New("issuer: keys commands need -store postgres and -database-url")
+		return nil, errors.New("issuer: keys and audit commands need -store postgres and -database-url")
 	}
 	pool, err := libpostgres.Open(ctx, cfg.DatabaseURL, libpostgres.WithLogger(logger))
 	if err != nil {
-		return nil, nil, fmt.Errorf("issuer: %w", err)
+		return nil, fmt.Errorf("issuer: %w", err)
 	}
 	if err := postgres.Migrate(ctx, pool); err != nil {
 		pool.Close()
-		return nil, nil, fmt.Errorf("issuer: %w", err)
+		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	return postgres.NewKeyStore(pool), pool.Close, nil
+	return pool, nil
+}
+
+// VerifyAudit walks the audit chain in cfg's database, recomputing every
+// event's hash and link, and writes what it found to w. It returns an
+// error when an event was changed, removed or inserted.
+func VerifyAudit(ctx context.Context, cfg Config, logger *slog.Logger, w io.Writer) error {
+	pool, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := auditpostgres.Migrate(ctx, pool); err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	report, verr := audit.Verify(ctx, auditpostgres.New(pool))
+	if _, err := fmt.Fprintf(w, "checked %d events; last intact: seq %d hash %s\n", report.Checked, report.Verified.Seq, report.Verified.Hash); err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	if verr != nil {
+		_, _ = fmt.Fprintf(w, "TAMPERED: %v\n", verr)
+		return fmt.Errorf("issuer: audit verify: %w", verr)
+	}
+	_, err = fmt.Fprintln(w, "chain intact")
+	return err
 }
 
 // writeKeyTable writes recs as a plain table with their state at now.

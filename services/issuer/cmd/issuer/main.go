@@ -3,6 +3,7 @@
 //	issuer [flags]              serve
 //	issuer keys list [flags]    print the signing keys in the database
 //	issuer keys rotate [flags]  create a new signing key now
+//	issuer audit verify [flags] check the audit log's hash chain
 //
 // Every form reads the same flags and GATEHOUSE_ISSUER_* variables.
 package main
@@ -31,6 +32,13 @@ func main() {
 		}
 		args, command = args[2:], "keys "+args[1]
 	}
+	if len(args) > 0 && args[0] == "audit" {
+		if len(args) < 2 || args[1] != "verify" {
+			fmt.Fprintln(os.Stderr, "usage: issuer audit verify [flags]")
+			os.Exit(2)
+		}
+		args, command = args[2:], "audit verify"
+	}
 	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
 	var cfg app.Config
 	cfg.RegisterFlags(fs)
@@ -52,6 +60,8 @@ func main() {
 		err = app.ListKeys(ctx, cfg, logger, os.Stdout)
 	case "keys rotate":
 		err = app.RotateKeys(ctx, cfg, logger, os.Stdout)
+	case "audit verify":
+		err = app.VerifyAudit(ctx, cfg, logger, os.Stdout)
 	default:
 		err = app.Run(ctx, cfg, logger)
 	}

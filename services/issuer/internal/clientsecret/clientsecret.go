@@ -11,6 +11,7 @@ package clientsecret
 
 import (
 	"context"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -88,5 +89,18 @@ func LoadKey(path string) ([]byte, error) {
 func GenerateKey() []byte {
 	key := make([]byte, MinKeySize)
 	_, _ = rand.Read(key) // crypto/rand.Read never fails (it crashes the program instead).
+	return key
+}
+
+// DeriveKey returns a 32-byte key for purpose, derived from the hasher's
+// key with HKDF-SHA256, so one configured secret keys several independent
+// MACs (the issuer's authorization codes and refresh tokens, its CSRF
+// tokens) without any of them revealing another or a secret hash.
+func (h *Hasher) DeriveKey(purpose string) []byte {
+	key, err := hkdf.Key(sha256.New, h.key, nil, "gatehouse/"+purpose, 32)
+	if err != nil {
+		// Unreachable: 32 bytes is far below HKDF-SHA256's output limit.
+		panic(fmt.Sprintf("clientsecret: derive key: %v", err))
+	}
 	return key
 }

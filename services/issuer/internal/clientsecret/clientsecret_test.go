@@ -1,6 +1,7 @@
 package clientsecret_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -99,5 +100,27 @@ func TestKeySize(t *testing.T) {
 	got, err := clientsecret.LoadKey(good)
 	if err != nil || string(got) != string(want) {
 		t.Fatalf("LoadKey = %x, %v; want %x", got, err, want)
+	}
+}
+
+func TestDeriveKey(t *testing.T) {
+	t.Parallel()
+	h, err := clientsecret.NewHasher(bytes.Repeat([]byte("k"), 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := clientsecret.NewHasher(bytes.Repeat([]byte("j"), 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := h.DeriveKey("token-hmac"), h.DeriveKey("csrf")
+	if len(a) != 32 || bytes.Equal(a, b) {
+		t.Fatalf("derived keys: %x and %x, want two distinct 32-byte keys", a, b)
+	}
+	if !bytes.Equal(a, h.DeriveKey("token-hmac")) {
+		t.Fatal("DeriveKey is not deterministic")
+	}
+	if bytes.Equal(a, other.DeriveKey("token-hmac")) {
+		t.Fatal("keys derived from different secrets are equal")
 	}
 }

@@ -52,7 +52,7 @@ func clientSpecs() []clientSpec {
 			secret: "billing-bot-secret",
 		},
 		{
-			// Public (PKCE S256 required once the authorization endpoint exists).
+			// Public: PKCE S256 required, loopback redirect on any port (RFC 8252).
 			// No tenant: its users come from any tenant.
 			Client: client.Client{
 				ID:            "invoice-web",
@@ -73,8 +73,18 @@ func clientSpecs() []clientSpec {
 				ResponseTypes: []string{"code"},
 				Scopes:        []string{"openid", "support:read", "support:impersonate", "invoice:read"},
 				Audiences:     []string{Audience},
+				RedirectURIs:  []string{"http://127.0.0.1/callback"},
 			},
 			secret: "support-console-secret",
+		},
+		{
+			// The edge gateway: it only reads the revocation feed.
+			Client: client.Client{
+				ID:          "gateway",
+				Scopes:      []string{"revocations:read"},
+				DisplayName: "Gatehouse gateway",
+			},
+			secret: "gateway-secret",
 		},
 	}
 }

@@ -26,14 +26,17 @@ func TestClientsMatchDesign(t *testing.T) {
 		public             bool
 		grants, scopes     []string
 		redirects          []string
+		noAudience         bool
 	}{
 		{id: "reporting-job", tenant: "acme", secret: "reporting-job-secret", grants: []string{"client_credentials"}, scopes: []string{"invoice:read"}},
 		{id: "billing-bot", tenant: "acme", secret: "billing-bot-secret", grants: []string{"client_credentials"}, scopes: []string{"invoice:read", "invoice:write"}},
 		{id: "invoice-web", public: true, grants: []string{"authorization_code", "refresh_token"},
 			scopes: []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve"}, redirects: []string{"http://127.0.0.1/callback"}},
 		{id: "support-console", tenant: "", secret: "support-console-secret",
-			grants: []string{"authorization_code", "refresh_token", client.GrantTokenExchange},
-			scopes: []string{"openid", "support:read", "support:impersonate", "invoice:read"}},
+			grants:    []string{"authorization_code", "refresh_token", client.GrantTokenExchange},
+			scopes:    []string{"openid", "support:read", "support:impersonate", "invoice:read"},
+			redirects: []string{"http://127.0.0.1/callback"}},
+		{id: "gateway", secret: "gateway-secret", scopes: []string{"revocations:read"}, noAudience: true},
 	}
 	if len(clients) != len(want) {
 		t.Fatalf("%d demo clients, want %d", len(clients), len(want))
@@ -44,7 +47,8 @@ func TestClientsMatchDesign(t *testing.T) {
 			t.Parallel()
 			if c.ID != w.id || c.Tenant != w.tenant || c.Public != w.public ||
 				!slices.Equal(c.GrantTypes, w.grants) || !slices.Equal(c.Scopes, w.scopes) ||
-				!slices.Equal(c.RedirectURIs, w.redirects) || !slices.Equal(c.Audiences, []string{demoseed.Audience}) {
+				!slices.Equal(c.RedirectURIs, w.redirects) || (w.noAudience != (len(c.Audiences) == 0)) ||
+				(!w.noAudience && !slices.Equal(c.Audiences, []string{demoseed.Audience})) {
 				t.Fatalf("client = %+v", c)
 			}
 			if w.public {

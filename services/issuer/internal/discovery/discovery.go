@@ -23,7 +23,9 @@ const (
 // is built.
 type Metadata struct {
 	Issuer                            string   `json:"issuer"`
+	AuthorizationEndpoint             string   `json:"authorization_endpoint,omitempty"`
 	TokenEndpoint                     string   `json:"token_endpoint"`
+	UserinfoEndpoint                  string   `json:"userinfo_endpoint,omitempty"`
 	JWKSURI                           string   `json:"jwks_uri"`
 	ScopesSupported                   []string `json:"scopes_supported"`
 	ResponseTypesSupported            []string `json:"response_types_supported"`
@@ -35,6 +37,18 @@ type Metadata struct {
 	IntrospectionEndpointAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported,omitempty"`
 	RevocationEndpoint                        string   `json:"revocation_endpoint,omitempty"`
 	RevocationEndpointAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported,omitempty"`
+	// Authorization endpoint and OpenID Connect details; omitted while unset.
+	ResponseModesSupported                     []string `json:"response_modes_supported,omitempty"`
+	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported,omitempty"`
+	TokenEndpointAuthSigningAlgValuesSupported []string `json:"token_endpoint_auth_signing_alg_values_supported,omitempty"`
+	SubjectTypesSupported                      []string `json:"subject_types_supported,omitempty"`
+	IDTokenSigningAlgValuesSupported           []string `json:"id_token_signing_alg_values_supported,omitempty"`
+	ClaimsSupported                            []string `json:"claims_supported,omitempty"`
+	ACRValuesSupported                         []string `json:"acr_values_supported,omitempty"`
+	PromptValuesSupported                      []string `json:"prompt_values_supported,omitempty"`
+	// RevocationFeedEndpoint is the base URL of the Connect revocation feed
+	// (gatehouse.revocation.v1.RevocationFeedService); a Gatehouse extension.
+	RevocationFeedEndpoint string `json:"gatehouse_revocation_feed_endpoint,omitempty"`
 }
 
 // Document returns a handler serving body as a cacheable JSON document.

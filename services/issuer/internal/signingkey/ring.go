@@ -65,6 +65,13 @@ type RingConfig struct {
 	Now func() time.Time
 	// Logger receives the key audit lines.
 	Logger *slog.Logger
+	// OnCreated, when set, hears of every key this replica creates, with
+	// its predecessor's kid ("" for the first key), once, after the store
+	// committed it: the audit log's key.created event (the predecessor's
+	// retirement is scheduled by the same rotation). Observed transitions
+	// (activated, retired, expired) are only logged, since every replica
+	// observes them.
+	OnCreated func(ctx context.Context, rec Record)
 }
 
 // Ring is the issuer's set of signing keys: it picks the key that signs,
@@ -322,6 +329,9 @@ func (r *Ring) rotateLocked(ctx context.Context) (Record, error) {
 		return Record{}, fmt.Errorf("signingkey: rotate: %w", err)
 	}
 	r.audit(ctx, "signing key created", "signing_key.created", &rec)
+	if r.cfg.OnCreated != nil {
+		r.cfg.OnCreated(ctx, rec)
+	}
 	if err := r.refreshLocked(ctx); err != nil {
 		return rec, err
 	}

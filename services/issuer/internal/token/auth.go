@@ -2,29 +2,45 @@ package token
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
+	"time"
 
 	"github.com/ory/fosite"
 
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 )
 
-// authenticator is fosite's client authentication strategy. It accepts a
-// client secret in the Authorization header (client_secret_basic) or in the
-// form body (client_secret_post), never both, and nothing else: client
-// assertions (private_key_jwt, client_secret_jwt) are refused. Public
-// clients are identified by client_id alone; the grant handlers decide what
-// they may do.
+// clientAssertionType is the only client_assertion_type accepted (RFC 7523 §2.2).
+const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// maxAssertionLifetime bounds exp of a client assertion: a short-lived,
+// single-use credential, not a long-lived bearer secret.
+const maxAssertionLifetime = 5 * time.Minute
+
+// authenticator is fosite's client authentication strategy. A confidential
+// client presents its secret in the Authorization header
+// (client_secret_basic) or in the form (client_secret_post), never both,
+// or, when registered for private_key_jwt, an ES256 client assertion
+// (RFC 7523) and no secret. A public client is identified by client_id
+// alone; the grant handlers decide what it may do.
 type authenticator struct {
 	clients store.ClientStore
 	hasher  fosite.Hasher
+	// assertions verifies client assertions: fosite's default strategy
+	// (signature against the client's registered keys, alg, iss = sub =
+	// client_id, aud = token URL, exp, single-use jti).
+	assertions fosite.ClientAuthenticationStrategy
+	tokenURL   string
 }
 
 func (a *authenticator) authenticate(ctx context.Context, r *http.Request, form url.Values) (fosite.Client, error) {
 	if form.Has("client_assertion") || form.Has("client_assertion_type") {
-		return nil, fosite.ErrInvalidClient.WithHint("Client assertions are not supported; use client_secret_basic or client_secret_post.")
+		return a.authenticateAssertion(ctx, r, form)
 	}
 	id, secret, err := credentials(r, form)
 	if err != nil {
@@ -42,6 +58,9 @@ func (a *authenticator) authenticate(ctx context.Context, r *http.Request, form 
 			return nil, fosite.ErrInvalidClient.WithHint("A public client has no client secret.")
 		}
 		return c, nil
+	}
+	if c.EffectiveAuthMethod() == AuthMethodPrivateKeyJWT {
+		return nil, fosite.ErrInvalidClient.WithHint("This client authenticates with private_key_jwt, not with a client secret.")
 	}
 	if secret == "" {
 		return nil, fosite.ErrInvalidClient.WithDebug("confidential client presented no secret")
@@ -88,3 +107,65 @@ func credentials(r *http.Request, form url.Values) (id, secret string, err error
 	}
 	return id, secret, nil
 }
+
+// authenticateAssertion checks a private_key_jwt request: exactly one
+// client_assertion of the jwt-bearer type, no other credential, a
+// lifetime of at most maxAssertionLifetime, then fosite's verification.
+func (a *authenticator) authenticateAssertion(ctx context.Context, r *http.Request, form url.Values) (fosite.Client, error) {
+	if form.Get("client_assertion_type") != clientAssertionType {
+		return nil, fosite.ErrInvalidClient.WithHintf("client_assertion_type must be %s.", clientAssertionType)
+	}
+	assertion := form.Get("client_assertion")
+	if assertion == "" {
+		return nil, fosite.ErrInvalidClient.WithHint("client_assertion is missing.")
+	}
+	if r.Header.Get("Authorization") != "" || form.Has("client_secret") {
+		return nil, fosite.ErrInvalidRequest.WithHint("Use one client authentication method per request.")
+	}
+	if err := checkAssertionLifetime(assertion, time.Now()); err != nil {
+		return nil, err
+	}
+	if a.assertions == nil {
+		return nil, fosite.ErrServerError.WithDebug("client assertion verification is not configured")
+	}
+	c, err := a.assertions(ctx, r, form)
+	if err != nil {
+		return nil, err
+	}
+	if c.IsPublic() {
+		return nil, fosite.ErrInvalidClient.WithHint("A public client cannot authenticate.")
+	}
+	return c, nil
+}
+
+// checkAssertionLifetime refuses an assertion whose exp is missing or
+// further than maxAssertionLifetime away. It reads the payload without
+// verifying it: fosite verifies the signature next, so this check only
+// rejects earlier, never accepts.
+func checkAssertionLifetime(assertion string, now time.Time) error {
+	parts := strings.Split(assertion, ".")
+	if len(parts) != 3 || len(assertion) > maxAssertionBytes {
+		return fosite.ErrInvalidClient.WithHint("client_assertion is not a compact JWS.")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fosite.ErrInvalidClient.WithHint("client_assertion is not a compact JWS.")
+	}
+	var claims struct {
+		Exp *float64 `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == nil {
+		return fosite.ErrInvalidClient.WithHint("client_assertion must carry a numeric exp.")
+	}
+	exp := time.Unix(int64(*claims.Exp), 0)
+	if !exp.After(now) {
+		return fosite.ErrInvalidClient.WithHint("client_assertion has expired.")
+	}
+	if exp.After(now.Add(maxAssertionLifetime)) {
+		return fosite.ErrInvalidClient.WithHintf("client_assertion must expire within %s.", maxAssertionLifetime)
+	}
+	return nil
+}
+
+// maxAssertionBytes bounds the client_assertion parameter.
+const maxAssertionBytes = 8 << 10

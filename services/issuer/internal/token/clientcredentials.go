@@ -79,9 +79,9 @@ func (g *clientCredentialsGrant) HandleTokenEndpointRequest(ctx context.Context,
 		ar.GrantAudience(a)
 	}
 
-	sess, ok := ar.GetSession().(*oauth2.JWTSession)
+	sess, ok := ar.GetSession().(*Session)
 	if !ok {
-		return fosite.ErrServerError.WithDebugf("session is %T, want *oauth2.JWTSession", ar.GetSession())
+		return fosite.ErrServerError.WithDebugf("session is %T, want *token.Session", ar.GetSession())
 	}
 	// One clock reading for iat, nbf and exp, so exp-iat is the lifespan exactly.
 	now := time.Now().UTC()

@@ -3,16 +3,14 @@ package token
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/ory/fosite"
-	"github.com/ory/fosite/handler/oauth2"
 
-	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 )
 
 // MaxBodyBytes bounds a token request body.
@@ -24,19 +22,13 @@ const repeatable = "audience"
 
 // Endpoint serves POST /oauth2/token.
 type Endpoint struct {
-	provider fosite.OAuth2Provider
+	provider *Provider
 	logger   *slog.Logger
 }
 
-// NewEndpoint returns the token endpoint for cfg.
-func NewEndpoint(cfg Config) (*Endpoint, error) {
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("token: %w", err)
-	}
-	return &Endpoint{
-		provider: newProvider(cfg),
-		logger:   cfg.Logger,
-	}, nil
+// NewEndpoint returns the token endpoint of p.
+func NewEndpoint(p *Provider) *Endpoint {
+	return &Endpoint{provider: p, logger: p.cfg.Logger}
 }
 
 // ServeHTTP answers a token request with a token response or an RFC 6749
@@ -53,8 +45,8 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	session := newSession()
-	ar, err := e.provider.NewAccessRequest(ctx, r, session)
+	ctx = withRequestScope(ctx, r.PostForm.Get("grant_type"))
+	ar, err := e.provider.NewAccessRequest(ctx, r, NewSession())
 	if err != nil {
 		e.writeError(ctx, w, r, ar, err)
 		return
@@ -64,12 +56,18 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.writeError(ctx, w, r, ar, err)
 		return
 	}
+	// The code and refresh grants replace the session with the stored one.
+	session, ok := ar.GetSession().(*Session)
+	if !ok || session.JWTClaims == nil {
+		e.writeError(ctx, w, r, ar, fosite.ErrServerError.WithDebugf("session is %T", ar.GetSession()))
+		return
+	}
 	// fosite counts expires_in from "now" after signing and rounds down;
 	// report the lifetime the token really has.
 	exp := session.GetExpiresAt(fosite.AccessToken)
 	resp.SetExpiresIn(exp.Sub(session.JWTClaims.IssuedAt))
 
-	e.logIssued(ctx, ar, session)
+	e.logIssued(ctx, ar, session, resp)
 	e.provider.WriteAccessResponse(ctx, w, ar, resp)
 }
 
@@ -100,6 +98,11 @@ func (e *Endpoint) writeError(ctx context.Context, w http.ResponseWriter, r *htt
 	if !ok {
 		rfcErr = fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
 	}
+	if errors.Is(err, store.ErrInactive) || errors.Is(err, store.ErrRevoked) {
+		// A code or refresh token used twice at the same moment: the loser
+		// is told what happened (the grant is already revoked), not 500.
+		rfcErr = fosite.ErrInvalidGrant.WithHint("The grant was already used; every token issued from it is revoked.").WithDebug(err.Error())
+	}
 	level := slog.LevelInfo
 	if rfcErr.CodeField >= http.StatusInternalServerError {
 		level = slog.LevelError
@@ -119,21 +122,36 @@ func (e *Endpoint) writeError(ctx context.Context, w http.ResponseWriter, r *htt
 	e.provider.WriteAccessError(ctx, w, ar, rfcErr)
 }
 
-// logIssued writes the audit line of an issued token: who, for which
-// tenant, scopes and audience, its jti and expiry. Never the token itself.
-func (e *Endpoint) logIssued(ctx context.Context, ar fosite.AccessRequester, session *oauth2.JWTSession) {
-	var tenant string
-	if c, ok := ar.GetClient().(*client.Client); ok {
-		tenant = c.Tenant
+// logIssued reports an issued token to the observer (audit log) and writes
+// its log line: who, for which tenant, scopes and audience, its jti and
+// expiry. Never the token itself.
+func (e *Endpoint) logIssued(ctx context.Context, ar fosite.AccessRequester, session *Session, resp fosite.AccessResponder) {
+	tenant, _ := session.JWTClaims.Extra["tenant"].(string)
+	ev := Issued{
+		GrantType:    strings.Join(ar.GetGrantTypes(), " "),
+		ClientID:     ar.GetClient().GetID(),
+		Subject:      session.JWTClaims.Subject,
+		Tenant:       tenant,
+		RequestID:    ar.GetID(),
+		JTI:          session.JWTClaims.JTI,
+		ExpiresAt:    session.GetExpiresAt(fosite.AccessToken),
+		Scopes:       slices.Clone(ar.GetGrantedScopes()),
+		Audience:     slices.Clone(ar.GetGrantedAudience()),
+		RefreshToken: resp.GetExtra("refresh_token") != nil,
+		IDToken:      resp.GetExtra("id_token") != nil,
 	}
+	e.provider.cfg.observer().Issued(ctx, ev)
 	e.logger.InfoContext(ctx, "access token issued",
-		slog.String("client_id", ar.GetClient().GetID()),
-		slog.String("tenant", tenant),
-		slog.String("grant_type", strings.Join(ar.GetGrantTypes(), " ")),
-		slog.Any("scopes", []string(ar.GetGrantedScopes())),
-		slog.Any("audience", []string(ar.GetGrantedAudience())),
-		slog.String("jti", session.JWTClaims.JTI),
-		slog.Time("exp", session.GetExpiresAt(fosite.AccessToken)),
+		slog.String("client_id", ev.ClientID),
+		slog.String("sub", ev.Subject),
+		slog.String("tenant", ev.Tenant),
+		slog.String("grant_type", ev.GrantType),
+		slog.Any("scopes", ev.Scopes),
+		slog.Any("audience", ev.Audience),
+		slog.String("jti", ev.JTI),
+		slog.Time("exp", ev.ExpiresAt),
+		slog.Bool("refresh_token", ev.RefreshToken),
+		slog.Bool("id_token", ev.IDToken),
 	)
 }
 

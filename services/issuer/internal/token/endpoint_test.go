@@ -25,7 +25,6 @@ import (
 	"github.com/gatehouse/gatehouse/services/issuer/internal/clientsecret"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/demoseed"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/signingkey"
-	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store/memory"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/token"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/tokensession"
@@ -36,7 +35,7 @@ const issuer = "http://issuer.test"
 // countingStore counts stored token sessions, to prove rejected requests
 // store nothing.
 type countingStore struct {
-	store.Store
+	token.Store
 	created atomic.Int64
 }
 
@@ -82,16 +81,18 @@ func newHarness(t testing.TB, opts ...func(*token.Config)) *harness {
 		AccessTokenLifespan: 5 * time.Minute,
 		Key:                 key,
 		Hasher:              hasher,
+		TokenHMACKey:        testHMACKey,
 		Store:               st,
 		Logger:              slog.New(slog.DiscardHandler),
 	}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	ep, err := token.NewEndpoint(cfg)
+	provider, err := token.NewProvider(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ep := token.NewEndpoint(provider)
 	srv := httptest.NewServer(ep)
 	t.Cleanup(srv.Close)
 	return &harness{srv: srv, store: st, key: key, hasher: hasher}
@@ -293,8 +294,8 @@ func TestTokenSessionIsStored(t *testing.T) {
 	_, claims := h.claims(t, tok.AccessToken)
 	signature := tok.AccessToken[strings.LastIndexByte(tok.AccessToken, '.')+1:]
 
-	storage := token.NewStorage(h.store)
-	sess := new(oauth2.JWTSession)
+	storage := token.NewStorage(h.store, token.NopObserver{})
+	sess := token.NewSession()
 	req, err := storage.GetAccessTokenSession(t.Context(), signature, sess)
 	if err != nil {
 		t.Fatalf("GetAccessTokenSession: %v", err)
@@ -357,7 +358,8 @@ func TestRejected(t *testing.T) {
 		{name: "missing grant_type", auth: reportingJob, body: form("scope", "invoice:read"), wantStatus: 400, wantError: "invalid_request"},
 		{name: "empty body", auth: reportingJob, body: "", wantStatus: 400, wantError: "invalid_request"},
 		{name: "unsupported grant type", auth: reportingJob, body: form("grant_type", "password", "username", "alice", "password", "x"), wantStatus: 400, wantError: "unsupported_grant_type"},
-		{name: "grant not served yet", auth: basic("support-console", "support-console-secret"), body: form("grant_type", "authorization_code", "code", "abc"), wantStatus: 400, wantError: "unsupported_grant_type"},
+		{name: "grant not served yet", auth: basic("support-console", "support-console-secret"), body: form("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token", "abc"), wantStatus: 400, wantError: "unsupported_grant_type"},
+		{name: "password grant", auth: reportingJob, body: form("grant_type", "password", "username", "alice", "password", "x"), wantStatus: 400, wantError: "unsupported_grant_type"},
 		{name: "json body", contentType: "application/json", auth: reportingJob, body: `{"grant_type":"client_credentials"}`, wantStatus: 400, wantError: "invalid_request"},
 		{name: "GET", method: http.MethodGet, auth: reportingJob, wantStatus: 405, wantError: "invalid_request"},
 		{name: "PUT", method: http.MethodPut, contentType: formType, auth: reportingJob, body: form("grant_type", "client_credentials"), wantStatus: 405, wantError: "invalid_request"},
@@ -410,7 +412,7 @@ func TestRejected(t *testing.T) {
 					t.Errorf("unexpected member %q in error body %s", k, raw)
 				}
 			}
-			for _, leak := range []string{"not registered", "does not match", "repeated parameter", "presented no secret", "grant_type '", "invalid URL escape"} {
+			for _, leak := range []string{"not registered", "secret does not match", "repeated parameter", "presented no secret", "grant_type '", "invalid URL escape"} {
 				if strings.Contains(string(raw), leak) {
 					t.Errorf("error body leaks debug detail %q: %s", leak, raw)
 				}
@@ -436,8 +438,8 @@ func TestRejected(t *testing.T) {
 
 func TestNewEndpointValidatesConfig(t *testing.T) {
 	t.Parallel()
-	if _, err := token.NewEndpoint(token.Config{}); err == nil {
-		t.Fatal("NewEndpoint accepted an empty config")
+	if _, err := token.NewProvider(token.Config{}); err == nil {
+		t.Fatal("NewProvider accepted an empty config")
 	}
 }
 

@@ -21,9 +21,8 @@ const IntrospectionPath = "/oauth2/introspect"
 
 // IntrospectionAuthMethods returns the client authentication methods the
 // introspection endpoint accepts (published as
-// introspection_endpoint_auth_methods_supported): the token endpoint's,
-// confidential clients only.
-func IntrospectionAuthMethods() []string { return AuthMethods() }
+// introspection_endpoint_auth_methods_supported): confidential clients only.
+func IntrospectionAuthMethods() []string { return ConfidentialAuthMethods() }
 
 // Why an access token is inactive; logged, never shown to the caller.
 var (
@@ -31,33 +30,73 @@ var (
 	errTokenUnknown   = errors.New("no token session: never issued here, revoked, or deleted")
 	errTokenExpired   = errors.New("token has expired")
 	errTokenInvalid   = errors.New("token does not verify against its session")
+	errTokenRevoked   = errors.New("refresh token was rotated or revoked")
 )
 
-// accessTokenIntrospector is the fosite.TokenIntrospector for the issuer's
-// JWT access tokens. Unlike fosite's stateless JWT validator it requires the
-// token's stored session, so a revoked token (its session deleted) is
-// inactive even though its signature still verifies; unlike fosite's core
-// validator it never reaches for refresh tokens, which do not exist yet.
-type accessTokenIntrospector struct {
-	strategy oauth2.AccessTokenStrategy
-	storage  oauth2.AccessTokenStorage
+// introspector is the fosite.TokenIntrospector for the issuer's tokens.
+// For a JWT access token it requires the token's stored session (unlike
+// fosite's stateless JWT validator), so a revoked token is inactive even
+// though its signature still verifies. A refresh token is active while its
+// record is active (not rotated, not revoked) and unexpired.
+type introspector struct {
+	strategy oauth2.CoreStrategy
+	storage  oauth2.CoreStorage
 }
 
-var _ fosite.TokenIntrospector = (*accessTokenIntrospector)(nil)
+var _ fosite.TokenIntrospector = (*introspector)(nil)
 
-// introspectionFactory is a compose.Factory for accessTokenIntrospector.
+// introspectionFactory is a compose.Factory for introspector.
 func introspectionFactory(_ fosite.Configurator, storage, strategy any) any {
-	st, _ := storage.(oauth2.AccessTokenStorage)
-	sg, _ := strategy.(oauth2.AccessTokenStrategy)
-	return &accessTokenIntrospector{strategy: sg, storage: st}
+	st, _ := storage.(oauth2.CoreStorage)
+	sg, _ := strategy.(oauth2.CoreStrategy)
+	return &introspector{strategy: sg, storage: st}
 }
 
-// IntrospectToken implements fosite.TokenIntrospector. The token is active
-// when its session is stored, the session has not expired, and the JWT
-// verifies (signature, exp, nbf, iat). It merges the stored request into ar.
-// Any other outcome is fosite.ErrInactiveToken wrapping the reason, or
+// IntrospectToken implements fosite.TokenIntrospector: the token as the
+// hinted type first, then as the other. It merges the stored request into
+// ar. Any other outcome is fosite.ErrInactiveToken wrapping the reason, or
 // fosite.ErrServerError when the store fails.
-func (i *accessTokenIntrospector) IntrospectToken(ctx context.Context, token string, _ fosite.TokenUse, ar fosite.AccessRequester, _ []string) (fosite.TokenUse, error) {
+func (i *introspector) IntrospectToken(ctx context.Context, token string, hint fosite.TokenUse, ar fosite.AccessRequester, _ []string) (fosite.TokenUse, error) {
+	first, second := i.access, i.refresh
+	if hint == fosite.RefreshToken {
+		first, second = i.refresh, i.access
+	}
+	use, err := first(ctx, token, ar)
+	if errors.Is(err, errTokenUnknown) || errors.Is(err, errTokenMalformed) {
+		return second(ctx, token, ar)
+	}
+	return use, err
+}
+
+// refresh introspects token as a refresh token.
+func (i *introspector) refresh(ctx context.Context, token string, ar fosite.AccessRequester) (fosite.TokenUse, error) {
+	sig := i.strategy.RefreshTokenSignature(ctx, token)
+	if sig == "" {
+		return "", inactive(errTokenMalformed)
+	}
+	stored, err := i.storage.GetRefreshTokenSession(ctx, sig, ar.GetSession())
+	switch {
+	case errors.Is(err, fosite.ErrNotFound):
+		return "", inactive(errTokenUnknown)
+	case errors.Is(err, fosite.ErrInactiveToken):
+		return "", inactive(errTokenRevoked)
+	case err != nil:
+		return "", fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
+	}
+	if err := i.strategy.ValidateRefreshToken(ctx, stored, token); err != nil {
+		return "", inactive(fmt.Errorf("%w: %w", errTokenInvalid, err))
+	}
+	ar.Merge(stored)
+	return fosite.RefreshToken, nil
+}
+
+// access introspects token as a JWT access token: active when its session
+// is stored, the session has not expired, and the JWT verifies
+// (signature, exp, nbf, iat).
+func (i *introspector) access(ctx context.Context, token string, ar fosite.AccessRequester) (fosite.TokenUse, error) {
+	if strings.Count(token, ".") != 2 {
+		return "", inactive(errTokenMalformed)
+	}
 	sig := i.strategy.AccessTokenSignature(ctx, token)
 	if sig == "" {
 		return "", inactive(errTokenMalformed)
@@ -95,21 +134,13 @@ func inactive(reason error) error {
 // unknown, revoked, expired, malformed or forged one, is reported as
 // {"active": false} and nothing more.
 type IntrospectionEndpoint struct {
-	provider fosite.OAuth2Provider
-	auth     *authenticator
+	provider *Provider
 	logger   *slog.Logger
 }
 
-// NewIntrospectionEndpoint returns the introspection endpoint for cfg.
-func NewIntrospectionEndpoint(cfg Config) (*IntrospectionEndpoint, error) {
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("token: %w", err)
-	}
-	return &IntrospectionEndpoint{
-		provider: newProvider(cfg),
-		auth:     &authenticator{clients: cfg.Store, hasher: cfg.Hasher},
-		logger:   cfg.Logger,
-	}, nil
+// NewIntrospectionEndpoint returns the introspection endpoint of p.
+func NewIntrospectionEndpoint(p *Provider) *IntrospectionEndpoint {
+	return &IntrospectionEndpoint{provider: p, logger: p.cfg.Logger}
 }
 
 // introspection is the RFC 7662 §2.2 response. An inactive token has only
@@ -154,7 +185,7 @@ func (e *IntrospectionEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request
 		e.reject(ctx, w, r, err)
 		return
 	}
-	caller, err := e.auth.authenticate(ctx, r, r.PostForm)
+	caller, err := e.provider.auth.authenticate(ctx, r, r.PostForm)
 	if err != nil {
 		e.reject(ctx, w, r, err)
 		return
@@ -169,9 +200,8 @@ func (e *IntrospectionEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request
 		return
 	}
 
-	// The hint only orders the search (RFC 7662 §2.1); there is one token
-	// type today.
-	_, ar, err := e.provider.IntrospectToken(ctx, raw, fosite.TokenUse(r.PostForm.Get("token_type_hint")), new(oauth2.JWTSession))
+	// The hint only orders the search (RFC 7662 §2.1).
+	use, ar, err := e.provider.IntrospectToken(ctx, raw, fosite.TokenUse(r.PostForm.Get("token_type_hint")), NewSession())
 	if err != nil {
 		if rfcErr := fosite.ErrorToRFC6749Error(err); rfcErr.CodeField >= http.StatusInternalServerError {
 			e.reject(ctx, w, r, rfcErr)
@@ -181,12 +211,12 @@ func (e *IntrospectionEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request
 		writeIntrospection(w, introspection{})
 		return
 	}
-	if !mayIntrospect(caller, ar) {
+	if !mayIntrospect(caller, use, ar) {
 		e.audit(ctx, caller, ar, outcomeNotPermitted, "token neither issued to the caller nor addressed to one of its audiences")
 		writeIntrospection(w, introspection{})
 		return
 	}
-	resp, err := describe(ar)
+	resp, err := describe(use, ar)
 	if err != nil {
 		e.reject(ctx, w, r, fosite.ErrServerError.WithWrap(err).WithDebug(err.Error()))
 		return
@@ -196,11 +226,15 @@ func (e *IntrospectionEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request
 }
 
 // mayIntrospect reports whether caller may learn about the token behind ar:
-// it was issued to caller, or it is addressed to an audience caller is
-// registered for.
-func mayIntrospect(caller fosite.Client, ar fosite.AccessRequester) bool {
+// it was issued to caller, or it is an access token addressed to an
+// audience caller is registered for. A refresh token is only ever shown to
+// its own client.
+func mayIntrospect(caller fosite.Client, use fosite.TokenUse, ar fosite.AccessRequester) bool {
 	if ar.GetClient().GetID() == caller.GetID() {
 		return true
+	}
+	if use != fosite.AccessToken {
+		return false
 	}
 	return slices.ContainsFunc(ar.GetGrantedAudience(), func(aud string) bool {
 		return slices.Contains(caller.GetAudience(), aud)
@@ -208,14 +242,27 @@ func mayIntrospect(caller fosite.Client, ar fosite.AccessRequester) bool {
 }
 
 // describe builds the active response from the stored claims: exactly the
-// claims the token was signed with.
-func describe(ar fosite.AccessRequester) (introspection, error) {
-	sess, ok := ar.GetSession().(*oauth2.JWTSession)
+// claims an access token was signed with; for a refresh token, its
+// grant's subject, scopes and expiry.
+func describe(use fosite.TokenUse, ar fosite.AccessRequester) (introspection, error) {
+	sess, ok := ar.GetSession().(*Session)
 	if !ok || sess.JWTClaims == nil {
 		return introspection{}, fmt.Errorf("token: stored session is %T without claims", ar.GetSession())
 	}
 	c := sess.JWTClaims
 	tenant, _ := c.Extra["tenant"].(string)
+	if use == fosite.RefreshToken {
+		return introspection{
+			Active:    true,
+			Scope:     strings.Join(ar.GetGrantedScopes(), " "),
+			ClientID:  ar.GetClient().GetID(),
+			Subject:   c.Subject,
+			Issuer:    c.Issuer,
+			ExpiresAt: sess.GetExpiresAt(fosite.RefreshToken).Unix(),
+			TokenType: string(fosite.RefreshToken),
+			Tenant:    tenant,
+		}, nil
+	}
 	return introspection{
 		Active:    true,
 		Scope:     strings.Join(ar.GetGrantedScopes(), " "),
@@ -258,7 +305,7 @@ func (e *IntrospectionEndpoint) audit(ctx context.Context, caller fosite.Client,
 		slog.String("outcome", outcome),
 	}
 	if ar != nil {
-		if sess, ok := ar.GetSession().(*oauth2.JWTSession); ok && sess.JWTClaims != nil {
+		if sess, ok := ar.GetSession().(*Session); ok && sess.JWTClaims != nil {
 			attrs = append(attrs, slog.String("jti", sess.JWTClaims.JTI))
 		}
 		attrs = append(attrs, slog.String("token_client_id", ar.GetClient().GetID()))

@@ -18,7 +18,6 @@ import (
 	xoauth2 "golang.org/x/oauth2"
 
 	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
-	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/token"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/tokensession"
 )
@@ -77,7 +76,7 @@ func newOAuthServer(t *testing.T) *oauthServer {
 
 // serveOAuth mounts the three endpoints on st (which may wrap h.store) with
 // h's key and hasher.
-func serveOAuth(t *testing.T, h *harness, st store.Store) *oauthServer {
+func serveOAuth(t *testing.T, h *harness, st token.Store) *oauthServer {
 	t.Helper()
 	logs := &lockedBuffer{}
 	cfg := token.Config{
@@ -85,21 +84,17 @@ func serveOAuth(t *testing.T, h *harness, st store.Store) *oauthServer {
 		AccessTokenLifespan: 5 * time.Minute,
 		Key:                 h.key,
 		Hasher:              h.hasher,
+		TokenHMACKey:        testHMACKey,
 		Store:               st,
 		Logger:              slog.New(slog.NewJSONHandler(logs, nil)),
 	}
-	tokenEndpoint, err := token.NewEndpoint(cfg)
+	provider, err := token.NewProvider(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	introspection, err := token.NewIntrospectionEndpoint(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	revocation, err := token.NewRevocationEndpoint(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokenEndpoint := token.NewEndpoint(provider)
+	introspection := token.NewIntrospectionEndpoint(provider)
+	revocation := token.NewRevocationEndpoint(provider)
 	mux := http.NewServeMux()
 	mux.Handle(token.Path, tokenEndpoint)
 	mux.Handle(token.IntrospectionPath, introspection)
@@ -264,7 +259,7 @@ func assertOAuthError(t *testing.T, r response, status int, code string) {
 
 // failingStore fails every token-session lookup, as an unreachable database.
 type failingStore struct {
-	store.Store
+	token.Store
 }
 
 var errStoreDown = errors.New("connection refused")

@@ -1,21 +1,27 @@
-// Package token is the issuer's OAuth 2.0 token endpoint, built on fosite:
-// client authentication (client_secret_basic and client_secret_post only),
-// the client_credentials grant, and RFC 9068 JWT access tokens signed with
-// ES256.
+// Package token is the issuer's OAuth 2.0 and OpenID Connect engine, built
+// on fosite: the authorization endpoint (code flow with PKCE and OIDC), the
+// token endpoint (authorization_code, refresh_token with rotation and reuse
+// detection, client_credentials), client authentication (keyed-hash
+// secrets, private_key_jwt), introspection, revocation and userinfo. Access
+// tokens are RFC 9068 JWTs signed with ES256.
 package token
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/openid"
 	"github.com/ory/fosite/token/jwt"
 
 	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
-	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 )
 
 // Path is where the token endpoint is mounted.
@@ -26,36 +32,70 @@ const AccessTokenType = "at+jwt"
 
 // Client authentication methods the endpoint accepts (RFC 8414 names).
 const (
-	AuthMethodClientSecretBasic = "client_secret_basic"
-	AuthMethodClientSecretPost  = "client_secret_post"
+	AuthMethodClientSecretBasic = client.AuthMethodClientSecretBasic
+	AuthMethodClientSecretPost  = client.AuthMethodClientSecretPost
+	AuthMethodPrivateKeyJWT     = client.AuthMethodPrivateKeyJWT
+	AuthMethodNone              = client.AuthMethodNone
+)
+
+// Defaults of the lifespans a Config may leave zero.
+const (
+	DefaultRefreshTokenLifespan  = 8 * time.Hour
+	DefaultAuthorizeCodeLifespan = time.Minute
 )
 
 // GrantTypes returns the grant types the endpoint serves.
-func GrantTypes() []string { return []string{client.GrantClientCredentials} }
-
-// AuthMethods returns the client authentication methods the endpoint accepts.
-func AuthMethods() []string {
-	return []string{AuthMethodClientSecretBasic, AuthMethodClientSecretPost}
+func GrantTypes() []string {
+	return []string{client.GrantAuthorizationCode, client.GrantRefreshToken, client.GrantClientCredentials}
 }
 
-// Config is what the token endpoint needs.
+// AuthMethods returns the client authentication methods the token endpoint
+// accepts, none (public clients) included.
+func AuthMethods() []string {
+	return []string{AuthMethodClientSecretBasic, AuthMethodClientSecretPost, AuthMethodPrivateKeyJWT, AuthMethodNone}
+}
+
+// ConfidentialAuthMethods returns the methods by which a confidential
+// client authenticates (introspection accepts only these).
+func ConfidentialAuthMethods() []string {
+	return []string{AuthMethodClientSecretBasic, AuthMethodClientSecretPost, AuthMethodPrivateKeyJWT}
+}
+
+// Config is what the token endpoints need.
 type Config struct {
-	// Issuer is the iss of every token, and the base of the token URL.
+	// Issuer is the iss of every token, and the base of the endpoint URLs.
 	Issuer string
 	// AccessTokenLifespan is the default access-token lifetime; a client
 	// record may override it.
 	AccessTokenLifespan time.Duration
-	// MaxTokenLifetime caps every token's lifetime, a client's override
-	// included, so no token outlives the publication of its signing key.
-	// Zero means no cap beyond the lifespans themselves.
+	// RefreshTokenLifespan is the default refresh-token lifetime (zero:
+	// DefaultRefreshTokenLifespan); a client record may override it.
+	RefreshTokenLifespan time.Duration
+	// AuthorizeCodeLifespan is how long an authorization code may wait for
+	// its exchange (zero: DefaultAuthorizeCodeLifespan).
+	AuthorizeCodeLifespan time.Duration
+	// MaxTokenLifetime caps every signed token's lifetime (access and ID
+	// tokens), a client's override included, so no token outlives the
+	// publication of its signing key. Zero means no cap beyond the
+	// lifespans themselves.
 	MaxTokenLifetime time.Duration
-	// Key supplies the key that signs each access token and the keys that
+	// Key supplies the key that signs each token and the keys that
 	// verify them: a *signingkey.Ring, or one fixed *signingkey.Key.
 	Key KeySource
 	// Hasher checks client secrets against their stored hashes.
 	Hasher fosite.Hasher
-	// Store holds clients and token sessions.
-	Store store.Store
+	// TokenHMACKey (at least 32 bytes) keys the HMAC that makes
+	// authorization codes and refresh tokens and their stored signatures.
+	// Required for the authorization-code and refresh grants.
+	TokenHMACKey []byte
+	// Store holds clients, token sessions and grant records.
+	Store Store
+	// Observer hears of every issued and revoked token (nil: NopObserver).
+	Observer Observer
+	// ConsentActive, when set, reports whether a consent still stands; a
+	// refresh of a grant whose consent does not is refused and ends the
+	// grant (fail closed should revoking at withdrawal have failed).
+	ConsentActive func(ctx context.Context, consentID string) (bool, error)
 	// Logger receives one line per issued token and per rejected request.
 	Logger *slog.Logger
 }
@@ -68,11 +108,17 @@ func (c Config) validate() error {
 	if c.AccessTokenLifespan <= 0 {
 		errs = append(errs, errors.New("access token lifespan must be positive"))
 	}
+	if c.RefreshTokenLifespan < 0 || c.AuthorizeCodeLifespan < 0 {
+		errs = append(errs, errors.New("lifespans must not be negative"))
+	}
 	if c.Key == nil {
 		errs = append(errs, errors.New("signing key is missing"))
 	}
 	if c.Hasher == nil {
 		errs = append(errs, errors.New("secret hasher is missing"))
+	}
+	if len(c.TokenHMACKey) < 32 {
+		errs = append(errs, errors.New("token HMAC key must be at least 32 bytes"))
 	}
 	if c.Store == nil {
 		errs = append(errs, errors.New("store is missing"))
@@ -83,40 +129,142 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// newProvider composes the fosite provider: one grant (client_credentials),
-// JWT access tokens, exact scope and audience matching, our own client
-// authentication, and scope as a space-separated string claim.
-func newProvider(cfg Config) fosite.OAuth2Provider {
-	auth := &authenticator{clients: cfg.Store, hasher: cfg.Hasher}
-	fcfg := &fosite.Config{
-		AccessTokenLifespan:          cfg.AccessTokenLifespan,
-		AccessTokenIssuer:            cfg.Issuer,
-		TokenURL:                     cfg.Issuer + Path,
-		ScopeStrategy:                fosite.ExactScopeStrategy,
-		AudienceMatchingStrategy:     fosite.ExactAudienceMatchingStrategy,
-		JWTScopeClaimKey:             jwt.JWTScopeFieldString,
-		ClientSecretsHasher:          cfg.Hasher,
-		ClientAuthenticationStrategy: auth.authenticate,
-		SendDebugMessagesToClients:   false,
+func (c Config) observer() Observer {
+	if c.Observer == nil {
+		return NopObserver{}
 	}
-	strategy := &oauth2.DefaultJWTStrategy{
-		Signer: &keySigner{keys: cfg.Key},
-		// No HMAC strategy: the endpoint issues neither refresh tokens nor
-		// authorization codes yet, so DefaultJWTStrategy never reaches for it.
-		Config: fcfg,
-	}
-	// Introspection and revocation handle access tokens only, so fosite's
-	// stock handlers (which reach for refresh tokens) are not composed.
-	return compose.Compose(fcfg, NewStorage(cfg.Store), strategy,
-		clientCredentialsFactory(cfg.MaxTokenLifetime), introspectionFactory, revocationFactory(cfg.Logger))
+	return c.Observer
 }
 
-// newSession returns the session every token request starts with: the
-// RFC 9068 header (the signer adds the kid); the claims are filled in once
-// the client is known.
-func newSession() *oauth2.JWTSession {
-	return &oauth2.JWTSession{
-		JWTClaims: &jwt.JWTClaims{},
-		JWTHeader: &jwt.Headers{Extra: map[string]any{"typ": AccessTokenType}},
+// idTokenLifespan is how long ID tokens live: an hour, or the signing-key
+// cap when it is shorter.
+func (c Config) idTokenLifespan() time.Duration {
+	if c.MaxTokenLifetime > 0 {
+		return min(time.Hour, c.MaxTokenLifetime)
 	}
+	return time.Hour
+}
+
+// Provider is the composed fosite provider with its storage and client
+// authenticator, shared by every endpoint of the issuer.
+type Provider struct {
+	fosite.OAuth2Provider
+	storage *Storage
+	auth    *authenticator
+	cfg     Config
+}
+
+// NewProvider composes the fosite provider for cfg: the authorization-code
+// grant with PKCE (S256, required for public clients) and OpenID Connect,
+// refresh tokens with rotation and reuse detection, client_credentials,
+// JWT access tokens, exact scope and audience matching, Gatehouse's client
+// authentication (secrets by keyed hash, private_key_jwt), and the
+// issuer's own introspection and revocation handlers.
+func NewProvider(cfg Config) (*Provider, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("token: %w", err)
+	}
+	if cfg.RefreshTokenLifespan == 0 {
+		cfg.RefreshTokenLifespan = DefaultRefreshTokenLifespan
+	}
+	if cfg.AuthorizeCodeLifespan == 0 {
+		cfg.AuthorizeCodeLifespan = DefaultAuthorizeCodeLifespan
+	}
+	auth := &authenticator{clients: cfg.Store, hasher: cfg.Hasher}
+	fcfg := &fosite.Config{
+		AccessTokenLifespan:            cfg.AccessTokenLifespan,
+		RefreshTokenLifespan:           cfg.RefreshTokenLifespan,
+		AuthorizeCodeLifespan:          cfg.AuthorizeCodeLifespan,
+		IDTokenLifespan:                cfg.idTokenLifespan(),
+		AccessTokenIssuer:              cfg.Issuer,
+		IDTokenIssuer:                  cfg.Issuer,
+		TokenURL:                       cfg.Issuer + Path,
+		ScopeStrategy:                  fosite.ExactScopeStrategy,
+		AudienceMatchingStrategy:       fosite.ExactAudienceMatchingStrategy,
+		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
+		ClientSecretsHasher:            cfg.Hasher,
+		ClientAuthenticationStrategy:   auth.authenticate,
+		SendDebugMessagesToClients:     false,
+		EnforcePKCEForPublicClients:    true,
+		EnablePKCEPlainChallengeMethod: false,
+		RefreshTokenScopes:             []string{"offline_access"},
+		GlobalSecret:                   cfg.TokenHMACKey,
+		// The code response carries code and state only (RFC 6749 §4.1.2).
+		OmitRedirectScopeParam: true,
+	}
+	signer := &keySigner{keys: cfg.Key}
+	core := &accessTokenStrategy{
+		DefaultJWTStrategy: &oauth2.DefaultJWTStrategy{
+			Signer:          signer,
+			HMACSHAStrategy: compose.NewOAuth2HMACStrategy(fcfg),
+			Config:          fcfg,
+		},
+		lifespan:    cfg.AccessTokenLifespan,
+		maxLifetime: cfg.MaxTokenLifetime,
+	}
+	strategy := &compose.CommonStrategy{
+		CoreStrategy:               core,
+		OpenIDConnectTokenStrategy: &openid.DefaultStrategy{Signer: signer, Config: fcfg},
+		Signer:                     signer,
+	}
+	storage := NewStorage(cfg.Store, cfg.observer())
+	storage.consentActive = cfg.ConsentActive
+	provider := compose.Compose(fcfg, storage, strategy,
+		compose.OAuth2AuthorizeExplicitFactory,
+		compose.OAuth2PKCEFactory,
+		compose.OpenIDConnectExplicitFactory,
+		compose.OpenIDConnectRefreshFactory,
+		compose.OAuth2RefreshTokenGrantFactory,
+		clientCredentialsFactory(cfg.MaxTokenLifetime),
+		introspectionFactory,
+		revocationFactory(cfg.Logger, storage),
+	)
+	f, ok := provider.(*fosite.Fosite)
+	if !ok {
+		return nil, fmt.Errorf("token: provider is %T, want *fosite.Fosite", provider)
+	}
+	auth.assertions = f.DefaultClientAuthenticationStrategy
+	auth.tokenURL = cfg.Issuer + Path
+	return &Provider{OAuth2Provider: provider, storage: storage, auth: auth, cfg: cfg}, nil
+}
+
+// Storage is the provider's fosite storage (for revocations outside the
+// token endpoints, such as a withdrawn consent).
+func (p *Provider) Storage() *Storage { return p.storage }
+
+// ScopeRevocationsRead lets a confidential client subscribe to the
+// revocation feed.
+const ScopeRevocationsRead = "revocations:read"
+
+// Errors of AuthenticateBasic.
+var (
+	// ErrClientUnauthenticated: no valid client credentials.
+	ErrClientUnauthenticated = errors.New("token: client not authenticated")
+	// ErrClientForbidden: a known client without the needed scope.
+	ErrClientForbidden = errors.New("token: client lacks the required scope")
+)
+
+// AuthenticateBasic authenticates a confidential client by the
+// client_secret_basic Authorization header in h (as the token endpoint
+// would) and requires it to hold scope. It serves endpoints outside OAuth,
+// such as the revocation feed, whose callers are services.
+func (p *Provider) AuthenticateBasic(ctx context.Context, h http.Header, scope string) (string, error) {
+	if len(h.Values("Authorization")) != 1 {
+		return "", ErrClientUnauthenticated
+	}
+	r := &http.Request{Header: h}
+	c, err := p.auth.authenticate(ctx, r, url.Values{})
+	if err != nil {
+		if rfcErr := fosite.ErrorToRFC6749Error(err); rfcErr.CodeField >= http.StatusInternalServerError {
+			return "", fmt.Errorf("token: authenticate client: %w", err)
+		}
+		return "", fmt.Errorf("%w: %s", ErrClientUnauthenticated, fosite.ErrorToRFC6749Error(err).HintField)
+	}
+	if c.IsPublic() {
+		return "", ErrClientUnauthenticated
+	}
+	if !c.GetScopes().Has(scope) {
+		return c.GetID(), fmt.Errorf("%w %s", ErrClientForbidden, scope)
+	}
+	return c.GetID(), nil
 }
