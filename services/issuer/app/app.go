@@ -237,6 +237,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	authorization.Mount(mux)
 	pages.Mount(mux)
 	mux.Handle(revocationv1connect.NewRevocationFeedServiceHandler(feedHandler))
+	(&adminKeys{app: a, provider: provider, logger: logger}).mount(mux)
 	mux.Handle("GET "+discovery.JWKSPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The current key set on every request: rotation shows at once.
 		discovery.Document(a.keys.JWKS(), cfg.DiscoveryMaxAge).ServeHTTP(w, r)

@@ -441,6 +441,10 @@ func TestInvalidConfig(t *testing.T) {
 		{name: "unknown store", edit: func(c *app.Config) { c.Store = "redis" }, wantErr: "-store"},
 		{name: "postgres without DSN", edit: func(c *app.Config) { c.Store = app.StorePostgres }, wantErr: "-database-url"},
 		{name: "zero lifespan", edit: func(c *app.Config) { c.AccessTokenLifespan = 0 }, wantErr: "-access-token-lifespan"},
+		{name: "zero refresh lifespan", edit: func(c *app.Config) { c.RefreshTokenLifespan = 0 }, wantErr: "-refresh-token-lifespan"},
+		{name: "long-lived codes", edit: func(c *app.Config) { c.AuthorizationCodeLifespan = time.Hour }, wantErr: "-authorization-code-lifespan"},
+		{name: "no scope catalog", edit: func(c *app.Config) { c.ScopeCatalog = "" }, wantErr: "-scope-catalog"},
+		{name: "missing scope catalog", edit: func(c *app.Config) { c.ScopeCatalog = "/nonexistent/data.json" }, wantErr: "scope"},
 		{name: "unknown exporter", edit: func(c *app.Config) { c.Telemetry.Exporter = "jaeger" }, wantErr: "exporter"},
 	}
 	for _, tc := range tests {

@@ -65,6 +65,9 @@ func TestAuditTrailInPostgres(t *testing.T) {
 		t.Fatal("refresh token reuse accepted")
 	}
 	b.submitForm(b.get(hs.URL+"/account/consents"), `<form class="withdraw-form"`, nil)
+	if status, body := adminRequest(t, is, "POST", "/admin/keys/rotate", "issuer-admin", "issuer-admin-secret"); status != 200 {
+		t.Fatalf("admin rotate: %d %v", status, body)
+	}
 
 	hs.Close()
 	if err := a.Close(); err != nil { // drains the audit queue
@@ -88,6 +91,13 @@ func TestAuditTrailInPostgres(t *testing.T) {
 				t.Fatalf("audit event %s holds a token or password", e.Type)
 			}
 		}
+	}
+	var byAdmin bool
+	for _, e := range events {
+		byAdmin = byAdmin || (e.Type == audit.TypeKeyCreated && e.Attributes["rotated_by"] == "client:issuer-admin")
+	}
+	if !byAdmin {
+		t.Error("no key.created event naming the admin client")
 	}
 	for _, want := range []audit.Type{audit.TypeKeyCreated, "login.succeeded", audit.TypeConsentGranted, audit.TypeTokenIssued, audit.TypeTokenRefreshed, audit.TypeTokenRevoked, audit.TypeConsentWithdrawn} {
 		if types[want] == 0 {

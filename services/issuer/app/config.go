@@ -149,6 +149,16 @@ func (c *Config) validate() error {
 	if c.AccessTokenLifespan <= 0 {
 		errs = append(errs, errors.New("-access-token-lifespan must be positive"))
 	}
+	if c.RefreshTokenLifespan <= 0 {
+		errs = append(errs, errors.New("-refresh-token-lifespan must be positive"))
+	}
+	// RFC 6749 §4.1.2: a maximum lifetime of 10 minutes is recommended.
+	if c.AuthorizationCodeLifespan <= 0 || c.AuthorizationCodeLifespan > 10*time.Minute {
+		errs = append(errs, errors.New("-authorization-code-lifespan must be positive and at most 10m"))
+	}
+	if c.ScopeCatalog == "" {
+		errs = append(errs, errors.New("-scope-catalog is required"))
+	}
 	if c.DiscoveryMaxAge < 0 {
 		errs = append(errs, errors.New("-discovery-max-age must not be negative"))
 	}

@@ -156,8 +156,9 @@ func (e *events) publish(ctx context.Context, ev revocation.Event, tokens []toke
 }
 
 // keyCreated returns the signing-key ring's OnCreated hook: one key.created
-// audit event per new key, naming who rotated (the schedule or the CLI)
-// and the predecessor whose retirement the rotation scheduled.
+// audit event per new key, naming who rotated (by: the schedule or the
+// CLI, unless the context names an admin API client) and the predecessor
+// whose retirement the rotation scheduled.
 func (e *events) keyCreated(by string) func(context.Context, signingkey.Record) {
 	return func(ctx context.Context, rec signingkey.Record) {
 		e.record(ctx, audit.Event{
@@ -168,7 +169,7 @@ func (e *events) keyCreated(by string) func(context.Context, signingkey.Record) 
 				"alg":         rec.Algorithm,
 				"predecessor": rec.Predecessor,
 				"activate_at": rec.ActivateAt.UTC().Format(time.RFC3339),
-				"rotated_by":  by,
+				"rotated_by":  rotatedBy(ctx, by),
 			},
 		})
 	}

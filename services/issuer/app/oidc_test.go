@@ -515,3 +515,20 @@ func TestWithdrawingConsentRevokesItsTokens(t *testing.T) {
 		t.Fatalf("consent not asked again: %d %+v", p.status, p.callback)
 	}
 }
+
+func TestExpiredAuthorizationCode(t *testing.T) {
+	t.Parallel()
+	cfg := demoConfig(t)
+	cfg.AuthorizationCodeLifespan = time.Nanosecond // expired before anyone can exchange it
+	is := start(t, cfg)
+	oc := webConfig(is, "openid")
+	b := newBrowser(t, is)
+	verifier := oauth2.GenerateVerifier()
+	p := b.allow(b.login(b.authorize(oc, verifier), "bob", "bob-demo-password", ""))
+	if p.callback == nil {
+		t.Fatalf("no callback: %d %s", p.status, p.body)
+	}
+	if _, err := oc.Exchange(oauthCtx(t), p.callback.Query().Get("code"), oauth2.VerifierOption(verifier)); !isOAuthError(err, "invalid_grant") {
+		t.Fatalf("expired code: %v, want invalid_grant", err)
+	}
+}

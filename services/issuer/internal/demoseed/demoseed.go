@@ -86,6 +86,16 @@ func clientSpecs() []clientSpec {
 			},
 			secret: "gateway-secret",
 		},
+		{
+			// Operators' tooling: lists and rotates signing keys through
+			// the admin API.
+			Client: client.Client{
+				ID:          "issuer-admin",
+				Scopes:      []string{"keys:admin"},
+				DisplayName: "Issuer administration",
+			},
+			secret: "issuer-admin-secret",
+		},
 	}
 }
 

@@ -37,6 +37,7 @@ func TestClientsMatchDesign(t *testing.T) {
 			scopes:    []string{"openid", "support:read", "support:impersonate", "invoice:read"},
 			redirects: []string{"http://127.0.0.1/callback"}},
 		{id: "gateway", secret: "gateway-secret", scopes: []string{"revocations:read"}, noAudience: true},
+		{id: "issuer-admin", secret: "issuer-admin-secret", scopes: []string{"keys:admin"}, noAudience: true},
 	}
 	if len(clients) != len(want) {
 		t.Fatalf("%d demo clients, want %d", len(clients), len(want))

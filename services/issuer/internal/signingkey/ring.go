@@ -184,6 +184,19 @@ func (r *Ring) VerificationKey(_ context.Context, kid string) (*ecdsa.PublicKey,
 	return nil, ErrUnknownKey
 }
 
+// Records returns the loaded keys' records (no key material), newest
+// first, as of the last refresh.
+func (r *Ring) Records() []Record {
+	snap := r.snap.Load()
+	out := make([]Record, 0, len(snap.entries))
+	for i := range snap.entries {
+		rec := snap.entries[i].Record
+		rec.Sealed = nil
+		out = append(out, rec)
+	}
+	return out
+}
+
 // JWKS returns the JSON Web Key Set of every key not expired now: pending,
 // active and retired keys, public halves only.
 func (r *Ring) JWKS() []byte {
