@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"text/template"
 
@@ -83,7 +84,7 @@ func run(ctx context.Context, stdout, stderr io.Writer, opts options) error {
 		supportCfg supportapp.Config
 	)
 	services := []service{
-		{"issuer", []string{"-store=memory", "-demo", addr(p.Issuer), issuerFlag}, func(ctx context.Context, l *slog.Logger) error { return issuerapp.Run(ctx, issuerCfg, l) }, issuerCfg.RegisterFlags},
+		{"issuer", []string{"-store=memory", "-demo", addr(p.Issuer), issuerFlag, "-scope-catalog=" + filepath.Join(opts.policyDir, "gatehouse", "data.json")}, func(ctx context.Context, l *slog.Logger) error { return issuerapp.Run(ctx, issuerCfg, l) }, issuerCfg.RegisterFlags},
 		{"pdp", []string{"-policy-dir=" + opts.policyDir, addr(p.PDP)}, func(ctx context.Context, l *slog.Logger) error { return pdpapp.Run(ctx, pdpCfg, l) }, pdpCfg.RegisterFlags},
 		{"invoice", []string{"-store=memory", "-demo", addr(p.Invoice), issuerFlag, pdpFlag}, func(ctx context.Context, l *slog.Logger) error { return invoiceapp.Run(ctx, invoiceCfg, l) }, invoiceCfg.RegisterFlags},
 		{"support", []string{addr(p.Support)}, func(ctx context.Context, l *slog.Logger) error { return supportapp.Run(ctx, supportCfg, l) }, supportCfg.RegisterFlags},
@@ -136,9 +137,12 @@ Try it:
   curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
       -d '{}' http://localhost:{{.Gateway}}/gatehouse.invoice.v1.InvoiceService/ListInvoices
 
-Demo users (interactive login arrives with the authorization-code flow):
-  alice/alice-demo-password (acme, billing_approver)   bob/bob-demo-password (acme, billing_viewer)
-  carol/carol-demo-password (globex, billing_approver) sam/sam-demo-password (acme, support_agent)
+Demo users, who sign in at the issuer (authorization code + PKCE with the public
+client invoice-web, redirect http://127.0.0.1:<any port>/callback; TOTP secrets in
+docs/tutorials/sign-in.md):
+  alice/alice-demo-password (acme, billing_approver, TOTP)   bob/bob-demo-password (acme, billing_viewer)
+  carol/carol-demo-password (globex, billing_approver, TOTP) sam/sam-demo-password (acme, support_agent, TOTP)
+  Their consents: http://localhost:{{.Issuer}}/account/consents
 
 Ctrl-C stops everything.
 `))

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gatehouse/gatehouse/services/issuer/internal/token"
@@ -18,6 +20,10 @@ const (
 	// AdminRotatePath creates a new signing key now (POST).
 	AdminRotatePath = "/admin/keys/rotate"
 )
+
+// minAdminRotationInterval is the least time between two rotations through
+// the admin API (per replica).
+const minAdminRotationInterval = time.Minute
 
 // ScopeKeysAdmin lets a confidential client list and rotate signing keys.
 const ScopeKeysAdmin = "keys:admin"
@@ -39,6 +45,10 @@ type adminKeys struct {
 	app      *App
 	provider *token.Provider
 	logger   *slog.Logger
+
+	mu sync.Mutex
+	// lastRotation is when this replica last rotated on request.
+	lastRotation time.Time
 }
 
 func (h *adminKeys) mount(mux *http.ServeMux) {
@@ -84,6 +94,19 @@ func (h *adminKeys) list(w http.ResponseWriter, r *http.Request) {
 func (h *adminKeys) rotate(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.authorize(w, r)
 	if !ok {
+		return
+	}
+	h.mu.Lock()
+	wait := time.Until(h.lastRotation.Add(minAdminRotationInterval))
+	if wait <= 0 {
+		h.lastRotation = time.Now()
+	}
+	h.mu.Unlock()
+	if wait > 0 {
+		// Each rotation adds a key to the JWKS for hours: a burst of
+		// requests must not balloon it.
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+		writeAdminError(w, http.StatusTooManyRequests, "too_many_requests", "A key was rotated through this API less than a minute ago; try again later.")
 		return
 	}
 	ctx := context.WithValue(r.Context(), rotatedByKey{}, "client:"+id)

@@ -61,6 +61,11 @@ func TestAdminKeyRotation(t *testing.T) {
 	if !slices.Contains(published, kid) || len(published) != len(before.Keys)+1 {
 		t.Fatalf("JWKS %v after rotating to %s (before: %d keys)", published, kid, len(before.Keys))
 	}
+	// A second rotation right away is refused: each key stays in the JWKS
+	// for hours.
+	if status, body := adminRequest(t, is, http.MethodPost, "/admin/keys/rotate", "issuer-admin", "issuer-admin-secret"); status != http.StatusTooManyRequests {
+		t.Fatalf("immediate second rotation: %d %v, want 429", status, body)
+	}
 	status, body = adminRequest(t, is, http.MethodGet, "/admin/keys", "issuer-admin", "issuer-admin-secret")
 	keys, _ := body["keys"].([]any)
 	if status != http.StatusOK || len(keys) != len(published) {

@@ -107,6 +107,13 @@ func TestRevocationFeed(t *testing.T) {
 	if ev.GetReason() != "refresh_token_reuse" {
 		t.Errorf("reason = %q", ev.GetReason())
 	}
+	// Replaying a token of the dead family again adds no event: the next
+	// one is the consent's.
+	for range 3 {
+		if _, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: code.RefreshToken}).Token(); err == nil {
+			t.Fatal("replay accepted")
+		}
+	}
 
 	// Consent withdrawal: a consent event bounding bob's invoice-web tokens.
 	b.submitForm(b.get(is.srv.URL+"/account/consents"), `<form class="withdraw-form"`, nil)

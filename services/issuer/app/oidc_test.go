@@ -225,6 +225,13 @@ func TestAuthorizationCodeFlowWithPKCE(t *testing.T) {
 	if _, ok := at["auth_time"].(float64); !ok {
 		t.Errorf("auth_time = %v", at["auth_time"])
 	}
+	// Whole seconds, as verifiers parse it into an integer.
+	if payload := segment(t, tok.AccessToken, 1); !regexp.MustCompile(`"auth_time":[0-9]+[,}]`).MatchString(payload) {
+		t.Errorf("auth_time is not an integer in %s", payload)
+	}
+	if life := time.Until(tok.Expiry); life <= 0 || life > 5*time.Minute+time.Second {
+		t.Errorf("expires_in gives a lifetime of %s, want about 5m", life)
+	}
 	rawID, _ := tok.Extra("id_token").(string)
 	if rawID == "" {
 		t.Fatal("no id_token")
@@ -249,6 +256,16 @@ func TestAuthorizationCodeFlowWithPKCE(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || info["sub"] != "alice" {
 		t.Fatalf("userinfo %d %v", resp.StatusCode, info)
+	}
+	// A refresh token is no bearer token.
+	req, _ = http.NewRequestWithContext(t.Context(), http.MethodGet, is.srv.URL+"/userinfo", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.RefreshToken)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("userinfo with a refresh token: %d, want 401", resp.StatusCode)
 	}
 
 	// Refresh rotates; the old refresh token is then reuse, which ends the family.
@@ -407,7 +424,9 @@ func TestAuthorizationCodeAttacks(t *testing.T) {
 		}
 	})
 
-	// Requests refused before any page: no redirect to an unregistered URI.
+	// Requests refused before any page (a browser without a session sees
+	// no login page): no redirect to an unregistered URI.
+	fresh := newBrowser(t, is)
 	refused := []struct {
 		name   string
 		params url.Values
@@ -424,6 +443,11 @@ func TestAuthorizationCodeAttacks(t *testing.T) {
 		{name: "redirect with query", params: url.Values{"redirect_uri": {"http://127.0.0.1:47111/callback?x=1"}}},
 		{name: "redirect with userinfo", params: url.Values{"redirect_uri": {"http://evil@127.0.0.1:47111/callback"}}},
 		{name: "unknown client", params: url.Values{"client_id": {"nobody"}}},
+		{name: "short challenge", params: url.Values{"code_challenge": {"abcde"}}, redirect: true},
+		{name: "method without challenge", params: url.Values{"code_challenge": nil}, redirect: true},
+		{name: "short nonce", params: url.Values{"nonce": {"abc"}}, redirect: true},
+		{name: "missing redirect_uri", params: url.Values{"redirect_uri": nil}},
+		{name: "repeated parameter", params: url.Values{"scope": {"openid", "openid invoice:read"}}},
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
@@ -437,7 +461,7 @@ func TestAuthorizationCodeAttacks(t *testing.T) {
 				}
 			}
 			u.RawQuery = q.Encode()
-			resp, err := b.client.Get(u.String())
+			resp, err := fresh.client.Get(u.String())
 			if err != nil {
 				t.Fatal(err)
 			}

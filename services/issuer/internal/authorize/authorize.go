@@ -10,6 +10,8 @@ package authorize
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -39,6 +41,20 @@ const (
 
 // maxStateLen bounds the state parameter; it comes back in a URL.
 const maxStateLen = 512
+
+// minNonceLen is the shortest nonce accepted: fosite refuses a shorter one
+// at the token endpoint, after the code is spent, so it is refused here.
+const minNonceLen = 8
+
+// validS256Challenge reports whether c is an unpadded base64url SHA-256
+// (RFC 7636 §4.2).
+func validS256Challenge(c string) bool {
+	if len(c) != 43 {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	return err == nil && len(b) == sha256.Size
+}
 
 // PromptValues returns the prompt values the endpoint honours.
 func PromptValues() []string { return []string{"none", "login", "consent"} }
@@ -108,6 +124,12 @@ func (e *Endpoint) authorize(w http.ResponseWriter, r *http.Request) {
 	ar, err := e.provider.NewAuthorizeRequest(ctx, r)
 	if err != nil {
 		e.fail(ctx, w, ar, err)
+		return
+	}
+	if r.Form.Get("redirect_uri") == "" {
+		// OAuth 2.1 §4.1.1: always required, so no code is ever sent to a
+		// default the client did not name in this request.
+		e.fail(ctx, w, nil, fosite.ErrInvalidRequest.WithHint("The redirect_uri parameter is required."))
 		return
 	}
 	if u := ar.GetRedirectURI(); u.User != nil || u.Fragment != "" {
@@ -349,6 +371,22 @@ func checkRequest(ar fosite.AuthorizeRequester) error {
 		return fosite.ErrInvalidState.WithHintf("The state parameter must be at most %d characters.", maxStateLen)
 	}
 	form := ar.GetRequestForm()
+	// PKCE is checked here, before any page is shown, although fosite
+	// checks it again when it issues the code.
+	challenge, method := form.Get("code_challenge"), form.Get("code_challenge_method")
+	switch {
+	case challenge == "" && ar.GetClient().IsPublic():
+		return fosite.ErrInvalidRequest.WithHint("Public clients must use PKCE: send code_challenge with code_challenge_method=S256.")
+	case challenge == "" && method != "":
+		return fosite.ErrInvalidRequest.WithHint("code_challenge_method without code_challenge.")
+	case challenge != "" && method != "S256":
+		return fosite.ErrInvalidRequest.WithHint("code_challenge_method must be S256; plain is not accepted.")
+	case challenge != "" && !validS256Challenge(challenge):
+		return fosite.ErrInvalidRequest.WithHint("code_challenge must be the 43-character base64url SHA-256 of the verifier.")
+	}
+	if nonce := form.Get("nonce"); nonce != "" && len(nonce) < minNonceLen {
+		return fosite.ErrInvalidRequest.WithHintf("nonce must be at least %d characters.", minNonceLen)
+	}
 	if raw := form.Get("max_age"); raw != "" {
 		if n, err := strconv.ParseInt(raw, 10, 64); err != nil || n < 0 {
 			return fosite.ErrInvalidRequest.WithHint("max_age must be a non-negative integer of seconds.")

@@ -120,8 +120,8 @@ func Clients(ctx context.Context, hasher fosite.Hasher) ([]*client.Client, error
 	return out, nil
 }
 
-// User is a demo end user. The issuer has no user store yet; later issues
-// (login, MFA, token exchange) load these.
+// User is a demo end user; SeedUsers stores them (password hashed) for the
+// login pages.
 type User struct {
 	// Username is the login name.
 	Username string

@@ -37,6 +37,9 @@ type GrantStore interface {
 	// revocation feed). Revoking an unknown or already revoked request
 	// returns no records and no error.
 	RevokeRequest(ctx context.Context, requestID string) ([]tokensession.Record, error)
+	// RequestRevoked reports whether requestID was revoked (and the record
+	// of it has not expired yet).
+	RequestRevoked(ctx context.Context, requestID string) (bool, error)
 	// RequestIDsForConsent returns the distinct request ids of the grant
 	// records that rest on consentID, active or not.
 	RequestIDsForConsent(ctx context.Context, consentID string) ([]string, error)

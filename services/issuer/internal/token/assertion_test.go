@@ -116,17 +116,33 @@ func TestPrivateKeyJWT(t *testing.T) {
 	})
 	t.Run("replayed jti", func(t *testing.T) {
 		t.Parallel()
+		// Its own issuer, so that no parallel subtest moves the counter.
+		h := newHarness(t)
+		keyClient(t, h, "signing-job", &key.PublicKey)
 		raw := good().sign(t)
 		if status, body := postToken(t, h, request(raw), nil); status != http.StatusOK {
 			t.Fatalf("first use: %d %v", status, body)
 		}
 		before := h.store.created.Load()
 		status, body := postToken(t, h, request(raw), nil)
-		if status == http.StatusOK || body["access_token"] != nil {
-			t.Fatalf("replayed assertion accepted: %d %v", status, body)
+		if status != http.StatusUnauthorized || body["error"] != "invalid_client" {
+			t.Fatalf("replayed assertion: %d %v, want 401 invalid_client", status, body)
 		}
 		if h.store.created.Load() != before {
 			t.Fatal("a replayed assertion stored a token")
+		}
+	})
+
+	t.Run("a refused audience does not spend the jti", func(t *testing.T) {
+		t.Parallel()
+		a := good()
+		wrong := a
+		wrong.aud = []string{"https://elsewhere.example/token"}
+		if status, body := postToken(t, h, request(wrong.sign(t)), nil); status != http.StatusUnauthorized {
+			t.Fatalf("wrong audience: %d %v", status, body)
+		}
+		if status, body := postToken(t, h, request(a.sign(t)), nil); status != http.StatusOK {
+			t.Fatalf("corrected assertion with the same jti: %d %v", status, body)
 		}
 	})
 

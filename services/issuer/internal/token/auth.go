@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -122,7 +123,7 @@ func (a *authenticator) authenticateAssertion(ctx context.Context, r *http.Reque
 	if r.Header.Get("Authorization") != "" || form.Has("client_secret") {
 		return nil, fosite.ErrInvalidRequest.WithHint("Use one client authentication method per request.")
 	}
-	if err := checkAssertionLifetime(assertion, time.Now()); err != nil {
+	if err := checkAssertionClaims(assertion, a.tokenURL, time.Now()); err != nil {
 		return nil, err
 	}
 	if a.assertions == nil {
@@ -138,11 +139,13 @@ func (a *authenticator) authenticateAssertion(ctx context.Context, r *http.Reque
 	return c, nil
 }
 
-// checkAssertionLifetime refuses an assertion whose exp is missing or
-// further than maxAssertionLifetime away. It reads the payload without
-// verifying it: fosite verifies the signature next, so this check only
-// rejects earlier, never accepts.
-func checkAssertionLifetime(assertion string, now time.Time) error {
+// checkAssertionClaims refuses an assertion whose exp is missing, past or
+// further than maxAssertionLifetime away, or whose aud does not name the
+// token endpoint. It reads the payload without verifying it: fosite
+// verifies the signature next, so this check only rejects earlier, never
+// accepts; and it runs before fosite spends the assertion's jti, so an
+// assertion refused here can be corrected and sent again.
+func checkAssertionClaims(assertion, tokenURL string, now time.Time) error {
 	parts := strings.Split(assertion, ".")
 	if len(parts) != 3 || len(assertion) > maxAssertionBytes {
 		return fosite.ErrInvalidClient.WithHint("client_assertion is not a compact JWS.")
@@ -152,10 +155,21 @@ func checkAssertionLifetime(assertion string, now time.Time) error {
 		return fosite.ErrInvalidClient.WithHint("client_assertion is not a compact JWS.")
 	}
 	var claims struct {
-		Exp *float64 `json:"exp"`
+		Exp *float64        `json:"exp"`
+		Aud json.RawMessage `json:"aud"`
 	}
 	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == nil {
 		return fosite.ErrInvalidClient.WithHint("client_assertion must carry a numeric exp.")
+	}
+	var one string
+	var many []string
+	if json.Unmarshal(claims.Aud, &one) == nil {
+		many = []string{one}
+	} else if json.Unmarshal(claims.Aud, &many) != nil {
+		many = nil
+	}
+	if !slices.Contains(many, tokenURL) {
+		return fosite.ErrInvalidClient.WithHintf("client_assertion's aud must name the token endpoint %s.", tokenURL)
 	}
 	exp := time.Unix(int64(*claims.Exp), 0)
 	if !exp.After(now) {

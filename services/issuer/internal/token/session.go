@@ -33,6 +33,10 @@ type Session struct {
 	ConsentID string `json:",omitempty"`
 	// BrowserSessionID is the login session that authorized the grant.
 	BrowserSessionID string `json:",omitempty"`
+	// FamilyExpiresAt ends the grant's refresh-token family: set at the
+	// first refresh token, it caps every rotated one, so rotation cannot
+	// keep a grant alive forever.
+	FamilyExpiresAt time.Time `json:",omitzero"`
 }
 
 var (

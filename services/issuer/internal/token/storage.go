@@ -72,7 +72,8 @@ func (s *Storage) ClientAssertionJWTValid(context.Context, string) error { retur
 func (s *Storage) SetClientAssertionJWT(ctx context.Context, jti string, exp time.Time) error {
 	err := s.store.UseClientAssertion(ctx, jti, exp)
 	if errors.Is(err, store.ErrConflict) {
-		return fosite.ErrJTIKnown.WithHint("The client assertion was already used: its jti may be used only once.")
+		// RFC 7523 §3.2: a replayed assertion is invalid_client.
+		return fosite.ErrInvalidClient.WithHint("The client assertion was already used: its jti may be used only once.")
 	}
 	if err != nil {
 		return fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
@@ -148,9 +149,11 @@ func (s *Storage) CreatePKCERequestSession(ctx context.Context, signature string
 	return s.createGrant(ctx, tokensession.KindPKCE, signature, "", r, fosite.AuthorizeCode)
 }
 
-// GetPKCERequestSession implements pkce.PKCERequestStorage.
-func (s *Storage) GetPKCERequestSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
-	r, _, err := s.getGrant(ctx, tokensession.KindPKCE, signature, session)
+// GetPKCERequestSession implements pkce.PKCERequestStorage. The stored
+// session is decoded into a fresh one: fosite passes the token request's
+// live session, which the code grant has already set up.
+func (s *Storage) GetPKCERequestSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
+	r, _, err := s.getGrant(ctx, tokensession.KindPKCE, signature, NewSession())
 	return r, err
 }
 
@@ -165,8 +168,10 @@ func (s *Storage) CreateOpenIDConnectSession(ctx context.Context, signature stri
 }
 
 // GetOpenIDConnectSession implements openid.OpenIDConnectRequestStorage.
-func (s *Storage) GetOpenIDConnectSession(ctx context.Context, signature string, r fosite.Requester) (fosite.Requester, error) {
-	out, _, err := s.getGrant(ctx, tokensession.KindOIDC, signature, r.GetSession())
+// The stored session is decoded into a fresh one, not into r's: r's
+// session already holds the access token just signed (its jti and iat).
+func (s *Storage) GetOpenIDConnectSession(ctx context.Context, signature string, _ fosite.Requester) (fosite.Requester, error) {
+	out, _, err := s.getGrant(ctx, tokensession.KindOIDC, signature, NewSession())
 	if errors.Is(err, fosite.ErrNotFound) {
 		return nil, openid.ErrNoSessionFound
 	}
@@ -178,8 +183,18 @@ func (s *Storage) DeleteOpenIDConnectSession(ctx context.Context, signature stri
 	return notFound(s.store.DeleteGrant(ctx, tokensession.KindOIDC, signature))
 }
 
-// CreateRefreshTokenSession implements oauth2.RefreshTokenStorage.
+// CreateRefreshTokenSession implements oauth2.RefreshTokenStorage. The
+// first refresh token of a grant fixes the family's end; every rotated one
+// expires by then at the latest (fosite would give each a full lifetime).
 func (s *Storage) CreateRefreshTokenSession(ctx context.Context, signature, accessSignature string, r fosite.Requester) error {
+	if sess, ok := r.GetSession().(*Session); ok {
+		exp := sess.GetExpiresAt(fosite.RefreshToken)
+		if sess.FamilyExpiresAt.IsZero() {
+			sess.FamilyExpiresAt = exp
+		} else if exp.After(sess.FamilyExpiresAt) {
+			sess.SetExpiresAt(fosite.RefreshToken, sess.FamilyExpiresAt)
+		}
+	}
 	return s.createGrant(ctx, tokensession.KindRefreshToken, signature, accessSignature, r, fosite.RefreshToken)
 }
 
@@ -262,9 +277,18 @@ func (s *Storage) revokeRequest(ctx context.Context, requestID, reason string) e
 			}
 		}
 	}
+	// A grant revoked before (a replayed token of a dead family) is not
+	// reported again: no replay can flood the feed or the audit log.
+	already, err := s.store.RequestRevoked(ctx, requestID)
+	if err != nil {
+		return fmt.Errorf("token: revoke grant: %w", err)
+	}
 	tokens, err := s.store.RevokeRequest(ctx, requestID)
 	if err != nil {
 		return fmt.Errorf("token: revoke grant: %w", err)
+	}
+	if already && len(tokens) == 0 {
+		return nil
 	}
 	return s.observer.Revoked(ctx, Revocation{
 		Kind:      RevocationRefreshFamily,

@@ -55,5 +55,11 @@ func (s *accessTokenStrategy) GenerateAccessToken(ctx context.Context, r fosite.
 	exp := now.Add(lifespan)
 	sess.SetExpiresAt(fosite.AccessToken, exp)
 	claims.ExpiresAt = exp
+	// A session read back from the store has its numbers as JSON floats;
+	// NumericDate claims must be integers (RFC 7519 §2 allows fractions,
+	// but every verifier here, and most elsewhere, expects whole seconds).
+	if v, ok := claims.Extra["auth_time"].(float64); ok {
+		claims.Extra["auth_time"] = int64(v)
+	}
 	return s.DefaultJWTStrategy.GenerateAccessToken(ctx, r)
 }

@@ -47,13 +47,18 @@ func (e *UserinfoEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.deny(w, r, http.StatusUnauthorized, `Bearer realm="gatehouse"`, "no bearer token")
 		return
 	}
-	_, ar, err := e.provider.IntrospectToken(ctx, raw, fosite.AccessToken, NewSession())
+	use, ar, err := e.provider.IntrospectToken(ctx, raw, fosite.AccessToken, NewSession())
 	if err != nil {
 		if rfcErr := fosite.ErrorToRFC6749Error(err); rfcErr.CodeField >= http.StatusInternalServerError {
 			http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
 			return
 		}
 		e.deny(w, r, http.StatusUnauthorized, `Bearer realm="gatehouse", error="invalid_token"`, reason(err))
+		return
+	}
+	if use != fosite.AccessToken {
+		// A refresh token is for the token endpoint only (RFC 6749 §1.5).
+		e.deny(w, r, http.StatusUnauthorized, `Bearer realm="gatehouse", error="invalid_token"`, "not an access token")
 		return
 	}
 	sess, ok := ar.GetSession().(*Session)

@@ -200,3 +200,11 @@ func (s *Store) UseClientAssertion(_ context.Context, jti string, exp time.Time)
 	s.assertions[jti] = exp.UTC()
 	return nil
 }
+
+// RequestRevoked implements store.GrantStore.
+func (s *Store) RequestRevoked(_ context.Context, requestID string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.revoked[requestID]
+	return ok, nil
+}

@@ -245,3 +245,13 @@ func validateAssertion(jti string, exp time.Time) error {
 	}
 	return nil
 }
+
+// RequestRevoked implements store.GrantStore.
+func (s *Store) RequestRevoked(ctx context.Context, requestID string) (bool, error) {
+	var revoked bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM revoked_requests WHERE request_id = $1)`, requestID).Scan(&revoked)
+	if err != nil {
+		return false, fmt.Errorf("issuer store: request revoked: %w", err)
+	}
+	return revoked, nil
+}

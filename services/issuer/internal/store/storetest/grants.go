@@ -418,10 +418,19 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 				t.Parallel()
 				s := withReportingJob(t)
 				tc.store(t, s)
+				if revoked, err := s.RequestRevoked(t.Context(), "req-1"); err != nil || revoked {
+					t.Fatalf("RequestRevoked before revocation = %v, %v", revoked, err)
+				}
 				for i := range 2 { // the second revocation changes nothing
 					if _, err := s.RevokeRequest(t.Context(), "req-1"); err != nil {
 						t.Fatalf("RevokeRequest #%d = %v", i+1, err)
 					}
+				}
+				if revoked, err := s.RequestRevoked(t.Context(), "req-1"); err != nil || !revoked {
+					t.Fatalf("RequestRevoked after revocation = %v, %v", revoked, err)
+				}
+				if revoked, err := s.RequestRevoked(t.Context(), "req-2"); err != nil || revoked {
+					t.Fatalf("RequestRevoked of another request = %v, %v", revoked, err)
 				}
 				for _, kind := range grantKinds {
 					g := grant(kind, "new-1", "req-1")
