@@ -66,7 +66,8 @@ func (m *Manager) getLogin(w http.ResponseWriter, r *http.Request) {
 	m.render(w, r, http.StatusOK, "login", v, p)
 }
 
-// postLogin checks the password; a TOTP user continues on the MFA page.
+// postLogin checks the password; a TOTP user continues on the MFA page. A
+// source out of attempts gets 429 and the form again, unchecked.
 func (m *Manager) postLogin(w http.ResponseWriter, r *http.Request) {
 	if !m.checkPost(w, r) {
 		return
@@ -81,11 +82,17 @@ func (m *Manager) postLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		p = &pending
 	}
+	src := sourceOf(r.RemoteAddr)
+	if msg, ok := m.admit(w, r, src, p, stepPassword); !ok {
+		m.renderLogin(w, r, http.StatusTooManyRequests, p, msg)
+		return
+	}
 	auth, err := m.auth.Authenticate(ctx, authn.Credentials{
 		Username: r.PostForm.Get("username"),
 		Password: r.PostForm.Get("password"),
 	})
 	if mfa, ok := errors.AsType[*authn.MFARequiredError](err); ok {
+		m.throttle.refund(src, m.now()) // the password was right
 		m.startMFA(w, r, p, mfa)
 		return
 	}
@@ -93,6 +100,7 @@ func (m *Manager) postLogin(w http.ResponseWriter, r *http.Request) {
 		m.loginFailed(w, r, p, "", err)
 		return
 	}
+	m.throttle.refund(src, m.now())
 	m.loggedIn(w, r, p, auth)
 }
 
@@ -151,7 +159,8 @@ func (m *Manager) renderMFA(w http.ResponseWriter, r *http.Request, status int, 
 	m.render(w, r, status, "mfa", v, &p)
 }
 
-// postMFA checks the TOTP code against the login parked in the interaction.
+// postMFA checks the TOTP code against the login parked in the interaction,
+// throttled like postLogin.
 func (m *Manager) postMFA(w http.ResponseWriter, r *http.Request) {
 	if !m.checkPost(w, r) {
 		return
@@ -166,11 +175,18 @@ func (m *Manager) postMFA(w http.ResponseWriter, r *http.Request) {
 		seeOther(w, r, loginURL(p))
 		return
 	}
+	src := sourceOf(r.RemoteAddr)
+	if msg, ok := m.admit(w, r, src, &p, stepCode); !ok {
+		// The password step stands: the user retries the code later.
+		m.renderMFA(w, r, http.StatusTooManyRequests, p, msg)
+		return
+	}
 	auth, err := m.auth.CompleteMFA(ctx, p.MFAUsername, p.PasswordVerifiedAt, r.PostForm.Get("code"))
 	if err != nil {
 		m.loginFailed(w, r, &p, p.MFAUsername, err)
 		return
 	}
+	m.throttle.refund(src, m.now())
 	m.loggedIn(w, r, &p, auth)
 }
 
@@ -203,6 +219,12 @@ func (m *Manager) loginFailed(w http.ResponseWriter, r *http.Request, p *Pending
 			return
 		}
 	}
+	m.renderLogin(w, r, status, p, msg)
+}
+
+// renderLogin shows the login form of interaction p (nil: the account
+// login) with error msg.
+func (m *Manager) renderLogin(w http.ResponseWriter, r *http.Request, status int, p *Pending, msg string) {
 	v := view{Title: "Sign in", Error: msg, CSRF: csrfToken(m.ensureBrowser(w, r))}
 	if p != nil && p.Next == "" {
 		v.Interaction = p.ID

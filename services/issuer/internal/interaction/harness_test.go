@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/issuer/internal/demoseed"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/interaction"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/scopecatalog"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store/memory"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/user"
 )
@@ -125,6 +127,20 @@ type harness struct {
 	consents *memory.ConsentStore
 	rec      *recorder
 	log      *syncBuffer
+	// lookups counts the authenticator's user lookups: each password or
+	// code it checks for a well-formed username starts with one.
+	lookups *atomic.Int64
+}
+
+// countingUsers is a user store that counts GetUser calls.
+type countingUsers struct {
+	store.UserStore
+	lookups *atomic.Int64
+}
+
+func (c countingUsers) GetUser(ctx context.Context, username string) (*user.User, error) {
+	c.lookups.Add(1)
+	return c.UserStore.GetUser(ctx, username)
 }
 
 func cheapParams() user.Params {
@@ -143,13 +159,14 @@ func newHarness(t *testing.T, configure ...func(*interaction.Config)) *harness {
 		consents: memory.NewConsentStore(),
 		rec:      &recorder{},
 		log:      &syncBuffer{},
+		lookups:  &atomic.Int64{},
 	}
 	if err := demoseed.SeedUsers(t.Context(), h.users, cheapParams()); err != nil {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(h.log, nil))
 	auth, err := authn.New(authn.Config{
-		Users: h.users, Logger: logger, Params: cheapParams(), Lockout: testLockout(), Now: h.clock.Now,
+		Users: countingUsers{UserStore: h.users, lookups: h.lookups}, Logger: logger, Params: cheapParams(), Lockout: testLockout(), Now: h.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -299,6 +316,19 @@ type browser struct {
 
 func (h *harness) newBrowser(t *testing.T) *browser {
 	t.Helper()
+	return h.newBrowserWith(t, nil)
+}
+
+// newBrowserAt is a browser whose requests reach the server from peer
+// address remoteAddr ("host:port"): they are served in-process with
+// r.RemoteAddr set, since a test server only ever sees the loopback.
+func (h *harness) newBrowserAt(t *testing.T, remoteAddr string) *browser {
+	t.Helper()
+	return h.newBrowserWith(t, peerTransport{handler: h.srv.Config.Handler, remoteAddr: remoteAddr})
+}
+
+func (h *harness) newBrowserWith(t *testing.T, transport http.RoundTripper) *browser {
+	t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -306,9 +336,32 @@ func (h *harness) newBrowser(t *testing.T) *browser {
 	return &browser{
 		t:      t,
 		h:      h,
-		client: &http.Client{Jar: jar},
-		manual: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		client: &http.Client{Jar: jar, Transport: transport},
+		manual: &http.Client{Jar: jar, Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}
+}
+
+// peerTransport serves requests with handler in-process, as if they came
+// from remoteAddr.
+type peerTransport struct {
+	handler    http.Handler
+	remoteAddr string
+}
+
+func (p peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body io.Reader = http.NoBody
+	if req.Body != nil {
+		defer req.Body.Close()
+		body = req.Body
+	}
+	in := httptest.NewRequestWithContext(req.Context(), req.Method, req.URL.String(), body)
+	in.Header = req.Header.Clone()
+	in.RemoteAddr = p.remoteAddr
+	rec := httptest.NewRecorder()
+	p.handler.ServeHTTP(rec, in)
+	resp := rec.Result()
+	resp.Request = req
+	return resp, nil
 }
 
 // page is a response as the test sees it.

@@ -10,8 +10,9 @@
 // Signed-in browsers hold a session cookie whose SHA-256 keys the
 // server-side session. Every POST form carries a CSRF token derived from
 // the browser cookie and is also checked against Origin and
-// Sec-Fetch-Site. Pages are server-rendered html/template with embedded CSS
-// and no script.
+// Sec-Fetch-Site. Failed password and code attempts are throttled per
+// source address in front of authn's per-account lockout (throttle.go).
+// Pages are server-rendered html/template with embedded CSS and no script.
 package interaction
 
 import (
@@ -91,6 +92,12 @@ const (
 	AuditConsentWithdrawn = "consent.withdrawn"
 	// AuditLogout: a user signed out (attrs subject).
 	AuditLogout = "logout"
+	// AuditLoginThrottled: a source address ran out of login attempts and
+	// a password or code was refused unchecked (attrs source: an IPv4
+	// address or an IPv6 /64; step: "password" or "code"; client_id).
+	// Emitted once per run of refusals, not per refused request. Never the
+	// typed username.
+	AuditLoginThrottled = "login.throttled"
 )
 
 // Defaults for Config's durations.
@@ -142,6 +149,18 @@ type Config struct {
 	InteractionLifetime time.Duration
 	// ConsentLifetime is how long a grant lasts (DefaultConsentLifetime).
 	ConsentLifetime time.Duration
+	// LoginFailureBurst is how many failed password or code attempts a
+	// source address (an IPv4 address, an IPv6 /64) may make in a row
+	// before its attempts are refused unchecked (DefaultLoginFailureBurst).
+	// Successful attempts do not count.
+	LoginFailureBurst int
+	// LoginFailureInterval is how often a source earns one more attempt
+	// back, the failure rate it may sustain (DefaultLoginFailureInterval).
+	LoginFailureInterval time.Duration
+	// LoginThrottleSources bounds the source addresses tracked
+	// (DefaultLoginThrottleSources); the least recently seen is forgotten
+	// first.
+	LoginThrottleSources int
 }
 
 // Manager runs the pages and parks authorization requests. It is safe for
@@ -157,6 +176,7 @@ type Manager struct {
 	audit        func(ctx context.Context, typ string, attrs map[string]string)
 	logger       *slog.Logger
 	now          func() time.Time
+	throttle     *loginThrottle
 
 	secure              bool
 	browserCookie       string
@@ -179,6 +199,10 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Authenticator == nil || cfg.Catalog == nil || cfg.OnConsentWithdrawn == nil || cfg.Logger == nil {
 		return nil, errors.New("interaction: Sessions, Interactions, Consents, Authenticator, Catalog, OnConsentWithdrawn and Logger are required")
 	}
+	throttle, err := newLoginThrottle(cfg.LoginFailureBurst, cfg.LoginFailureInterval, cfg.LoginThrottleSources)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
 		sessions:            cfg.Sessions,
 		interactions:        cfg.Interactions,
@@ -190,6 +214,7 @@ func New(cfg Config) (*Manager, error) {
 		audit:               cfg.Audit,
 		logger:              cfg.Logger,
 		now:                 cfg.Now,
+		throttle:            throttle,
 		secure:              cfg.SecureCookies,
 		browserCookie:       "gatehouse-browser",
 		sessionCookie:       "gatehouse-session",
@@ -220,18 +245,17 @@ func New(cfg Config) (*Manager, error) {
 		// sibling subdomain cannot plant a cookie (RFC 6265bis 4.1.3.2).
 		m.browserCookie, m.sessionCookie = "__Host-"+m.browserCookie, "__Host-"+m.sessionCookie
 	}
-	var err error
 	if m.pages, m.styleHash, err = parsePages(); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
+func orDefault[T int | time.Duration](v, def T) T {
+	if v == 0 {
 		return def
 	}
-	return d
+	return v
 }
 
 // Begin parks p for the browser of r and redirects it (303) to the login
