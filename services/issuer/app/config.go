@@ -111,7 +111,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", DefaultMaxTokenLifetime, "longest lifetime of any token the issuer signs; a retired signing key stays published this long (plus refresh interval and clock skew)")
 	fs.StringVar(&c.ClientSecretKeyFile, "client-secret-key-file", "", "file whose bytes (at least 32) key the client secret hash (required unless -demo)")
 	fs.DurationVar(&c.AccessTokenLifespan, "access-token-lifespan", DefaultAccessTokenLifespan, "default access token lifetime")
-	fs.DurationVar(&c.RefreshTokenLifespan, "refresh-token-lifespan", DefaultRefreshTokenLifespan, "default refresh token lifetime (each refresh rotates the token)")
+	fs.DurationVar(&c.RefreshTokenLifespan, "refresh-token-lifespan", DefaultRefreshTokenLifespan, "lifetime of a refresh-token family from its first token; each refresh rotates the token but never extends the family")
 	fs.DurationVar(&c.AuthorizationCodeLifespan, "authorization-code-lifespan", DefaultAuthorizationCodeLifespan, "how long an authorization code may wait for its exchange")
 	fs.StringVar(&c.ScopeCatalog, "scope-catalog", DefaultScopeCatalog, "JSON file describing each scope for the consent page (the \"scopes\" of policies/gatehouse/data.json)")
 	fs.DurationVar(&c.RevocationFeedPoll, "revocation-feed-poll", DefaultRevocationFeedPoll, "how often the revocation feed checks Postgres for events another replica appended, should a notification be lost")
