@@ -90,7 +90,11 @@ func setSecurityHeaders(h http.Header, styleHash, extraFormAction string) {
 		"; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: under no-referrer browsers send
+	// "Origin: null" even on same-origin form posts, which the CSRF origin
+	// check must refuse. Other sites (the client's redirect URI) still get
+	// no referrer, so no interaction id leaks to them.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 }
 

@@ -175,7 +175,7 @@ func assertSecurityHeaders(t *testing.T, hdr http.Header, formAction string) {
 	}
 	for k, want := range map[string]string{
 		"X-Content-Type-Options": "nosniff",
-		"Referrer-Policy":        "no-referrer",
+		"Referrer-Policy":        "same-origin",
 		"Cache-Control":          "no-store",
 		"X-Frame-Options":        "DENY",
 	} {
