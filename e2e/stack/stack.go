@@ -16,10 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/pquerna/otp/totp"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
@@ -43,6 +45,10 @@ type Stack struct {
 	// terminated is set when Terminate begins: no container starts again
 	// after that, even if a test is still running (interrupt).
 	terminated atomic.Bool
+
+	// totpMu guards totpSteps: the last TOTP step handed out per secret.
+	totpMu    sync.Mutex
+	totpSteps map[string]int64
 
 	// IssuerURL and GatewayURL are reachable from the host.
 	IssuerURL  string
@@ -72,7 +78,12 @@ func Start(ctx context.Context) (s *Stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create network: %w", err)
 	}
-	s = &Stack{network: nw, containers: map[string]*testcontainers.DockerContainer{}, ports: map[string]string{}}
+	s = &Stack{
+		network:    nw,
+		containers: map[string]*testcontainers.DockerContainer{},
+		ports:      map[string]string{},
+		totpSteps:  map[string]int64{},
+	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Terminate(context.WithoutCancel(ctx)))
@@ -179,6 +190,75 @@ func (s *Stack) endpoint(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("%s port: %w", name, err)
 	}
 	return "http://" + net.JoinHostPort(host, port.Port()), nil
+}
+
+// HTTPClient returns a client for the host that reaches the stack's services
+// by the addresses the containers use: a request for http://issuer:8080
+// (IssuerID) is dialled to the issuer's published port, so the URLs the
+// issuer advertises (discovery, JWKS, token endpoint) work from the tests
+// unchanged, with the Host header the issuer sees from inside the stack. The
+// published port is looked up at each dial, so it stays right across a
+// container's restart. Any other address is dialled as it is, never through
+// a proxy. Each call returns a new client, free to get a cookie jar or a
+// redirect policy.
+func (s *Stack) HTTPClient() *http.Client {
+	var dialer net.Dialer
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.Proxy = nil
+	transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if published, ok, err := s.publishedAddr(ctx, addr); ok {
+			if err != nil {
+				return nil, err
+			}
+			addr = published
+		}
+		return dialer.DialContext(ctx, network, addr)
+	}
+	return &http.Client{Transport: transport, Timeout: 30 * time.Second}
+}
+
+// publishedAddr maps a service's address inside the stack ("issuer:8080")
+// to its published host:port; ok is false for any other address.
+func (s *Stack) publishedAddr(ctx context.Context, addr string) (published string, ok bool, err error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || s.ports[host] != port+"/tcp" {
+		return "", false, nil
+	}
+	base, err := s.endpoint(ctx, host)
+	if err != nil {
+		return "", true, err
+	}
+	return strings.TrimPrefix(base, "http://"), true, nil
+}
+
+// TOTPCode returns the code an authenticator app shows now for secret (a
+// demo user's base32 TOTP secret), for a login at the stack's issuer. The
+// issuer accepts each time step of a user's codes once (RFC 6238 section
+// 5.2), so when a test of this stack already took the current step, TOTPCode
+// waits for the next one (up to 30 seconds, bounded by ctx). It never hands
+// out a step twice; callers waiting on the same secret queue in turn.
+func (s *Stack) TOTPCode(ctx context.Context, secret string) (string, error) {
+	const period = 30 // seconds: the RFC 6238 default that the issuer uses
+	s.totpMu.Lock()
+	defer s.totpMu.Unlock()
+	for {
+		now := time.Now()
+		step := now.Unix() / period
+		if step > s.totpSteps[secret] {
+			code, err := totp.GenerateCode(secret, now)
+			if err != nil {
+				return "", fmt.Errorf("totp: %w", err)
+			}
+			s.totpSteps[secret] = step
+			return code, nil
+		}
+		next := time.Unix((s.totpSteps[secret]+1)*period, 0)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("waiting for a fresh TOTP step: %w", ctx.Err())
+		case <-time.After(time.Until(next)):
+		}
+	}
 }
 
 // WaitReady polls a service's /readyz until it answers 200 (a minute at most).
