@@ -210,9 +210,7 @@ func TestSubscriberSurvivesIssuerRestart(t *testing.T) {
 	if got := rec.cursors(); !slices.Equal(got, upTo(13)) {
 		t.Fatalf("accepted %v, want 1 to 13 once each, in order", got)
 	}
-	if pos := sub.Position(); pos.Cursor != 13 || pos.LogID == "" {
-		t.Fatalf("Position = %+v, want cursor 13 of the log", pos)
-	}
+	waitPosition(t, sub, 13, func(p feedclient.Position) bool { return p.LogID != "" })
 	if sub.LastHeard().IsZero() {
 		t.Fatal("LastHeard is zero after messages")
 	}
@@ -251,8 +249,28 @@ func TestSubscriberFollowsAResetLog(t *testing.T) {
 	if got := rec.cursors(); !slices.Equal(got, upTo(2)) {
 		t.Fatalf("accepted %v, want the new log from its start", got)
 	}
-	if pos := sub.Position(); pos.LogID == "old-log" || pos.Cursor != 2 {
-		t.Fatalf("Position = %+v, want cursor 2 of the new log", pos)
+	waitPosition(t, sub, 2, func(p feedclient.Position) bool { return p.LogID != "old-log" })
+}
+
+// waitPosition waits (bounded) until sub's position is cursor and ok says
+// its log is right. The position moves on the subscriber's goroutine just
+// after the handler returns, so a test that saw the handler run must still
+// wait for it.
+func waitPosition(t *testing.T, sub *feedclient.Subscriber, cursor int64, ok func(feedclient.Position) bool) {
+	t.Helper()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		pos := sub.Position()
+		if pos.Cursor == cursor && ok(pos) {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("Position = %+v, want cursor %d", pos, cursor)
+		}
 	}
 }
 
