@@ -80,9 +80,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("issuer: invalid configuration: %w", err)
 	}
-	kek, err := loadKEK(ctx, cfg, logger)
+	kekBytes, err := loadKEK(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
+	}
+	kek, err := signingkey.NewKEK(kekBytes)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
 	}
 	hasher, err := loadHasher(ctx, cfg, logger)
 	if err != nil {
@@ -100,7 +104,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		}
 	}()
 
-	st, err := a.openStores(ctx, cfg, logger)
+	st, err := a.openStores(ctx, cfg, kekBytes, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -308,18 +312,18 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	return serve.ListenAndServe(ctx, logger, serviceName, cfg.HTTPAddr, a.Handler())
 }
 
-func loadKEK(ctx context.Context, cfg Config, logger *slog.Logger) (*signingkey.KEK, error) {
+// loadKEK returns the key-encryption key's bytes: from the configured file,
+// or (demo only) random ones. The KEK seals signing keys, and a key derived
+// from it seals TOTP secrets.
+func loadKEK(ctx context.Context, cfg Config, logger *slog.Logger) ([]byte, error) {
 	if cfg.KeyEncryptionKeyFile != "" {
-		kek, err := signingkey.LoadKEK(cfg.KeyEncryptionKeyFile)
+		kek, err := signingkey.ReadKEKFile(cfg.KeyEncryptionKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("issuer: %w", err)
 		}
 		return kek, nil
 	}
-	kek, err := signingkey.GenerateKEK()
-	if err != nil {
-		return nil, fmt.Errorf("issuer: %w", err)
-	}
+	kek := signingkey.RandomKEKBytes()
 	logger.WarnContext(ctx, "DEV ONLY: no -key-encryption-key-file, using an ephemeral key-encryption key; signing keys stored by earlier runs cannot be decrypted, so they are retired (still published until they expire) and a new one is created")
 	return kek, nil
 }
@@ -395,7 +399,7 @@ type stores struct {
 
 // openStores opens the stores on cfg's backend: Postgres (migrated, with
 // the audit log's own migrations in the same database), or memory (dev).
-func (a *App) openStores(ctx context.Context, cfg Config, logger *slog.Logger) (stores, error) {
+func (a *App) openStores(ctx context.Context, cfg Config, kek []byte, logger *slog.Logger) (stores, error) {
 	if cfg.Store == StoreMemory {
 		logger.WarnContext(ctx, "DEV ONLY: memory store; clients, users, sessions, tokens and audit events are lost on restart")
 		return stores{
@@ -419,6 +423,17 @@ func (a *App) openStores(ctx context.Context, cfg Config, logger *slog.Logger) (
 	if err := auditpostgres.Migrate(ctx, pool); err != nil {
 		return stores{}, fmt.Errorf("issuer: %w", err)
 	}
+	sealer, err := postgres.NewKEKSealer(kek)
+	if err != nil {
+		return stores{}, fmt.Errorf("issuer: %w", err)
+	}
+	users := postgres.NewUserStore(pool, sealer)
+	// TOTP secrets stored in clear by a version before 00008 are sealed now.
+	if n, err := users.ResealLegacyTOTPSecrets(ctx); err != nil {
+		return stores{}, fmt.Errorf("issuer: %w", err)
+	} else if n > 0 {
+		logger.InfoContext(ctx, "TOTP secrets sealed under the key-encryption key", slog.Int("users", n))
+	}
 	revocations := postgres.NewRevocationLog(pool, logger, cfg.RevocationFeedPoll)
 	feedCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopFeed, a.feedDone = stop, make(chan struct{})
@@ -428,7 +443,7 @@ func (a *App) openStores(ctx context.Context, cfg Config, logger *slog.Logger) (
 	}()
 	return stores{
 		main:         postgres.New(pool),
-		users:        postgres.NewUserStore(pool),
+		users:        users,
 		sessions:     postgres.NewBrowserSessionStore(pool),
 		interactions: postgres.NewInteractionStore(pool),
 		consents:     postgres.NewConsentStore(pool),

@@ -263,8 +263,12 @@ func (e *Endpoint) begin(w http.ResponseWriter, r *http.Request, ar fosite.Autho
 func (e *Endpoint) issue(w http.ResponseWriter, r *http.Request, ar fosite.AuthorizeRequester, sess *browsersession.Session, consentID string, requestedAt time.Time) {
 	ctx := r.Context()
 	u, err := e.users.GetUser(ctx, sess.Subject)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		e.fail(ctx, w, ar, fosite.ErrAccessDenied.WithHint("The signed-in user no longer exists.").WithWrap(err).WithDebug(err.Error()))
+		return
+	}
+	if err != nil {
+		e.fail(ctx, w, ar, fosite.ErrServerError.WithWrap(err).WithDebug(err.Error()))
 		return
 	}
 	for _, s := range ar.GetRequestedScopes() {

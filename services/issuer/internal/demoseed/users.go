@@ -45,6 +45,11 @@ func SeedUsers(ctx context.Context, users store.UserStore, params user.Params, c
 // params, and a fresh hash otherwise.
 func demoHash(ctx context.Context, users store.UserStore, d User, params user.Params) (string, error) {
 	existing, err := users.GetUser(ctx, d.Username)
+	if errors.Is(err, store.ErrUndecryptable) {
+		// A demo restart with a new ephemeral key-encryption key: the
+		// stored TOTP secret cannot open; the upsert reseals it.
+		err = store.ErrNotFound
+	}
 	switch {
 	case err == nil:
 		if !user.NeedsRehash(existing.PasswordHash, params) && user.VerifyPassword(existing.PasswordHash, d.Password) == nil {

@@ -52,20 +52,33 @@ func NewKEK(key []byte) (*KEK, error) {
 
 // LoadKEK reads a KEK from a file holding exactly KEKSize raw bytes.
 func LoadKEK(path string) (*KEK, error) {
+	data, err := ReadKEKFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return NewKEK(data)
+}
+
+// ReadKEKFile reads the raw bytes of a KEK file, checking their size, for
+// callers that derive other keys from the KEK too (the issuer seals TOTP
+// secrets under a key derived from it).
+func ReadKEKFile(path string) ([]byte, error) {
 	data, err := os.ReadFile(path) //nolint:gosec // G304: the operator names this file in the configuration
 	if err != nil {
 		return nil, fmt.Errorf("signingkey: read key-encryption key: %w", err)
 	}
-	k, err := NewKEK(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if len(data) != KEKSize {
+		return nil, fmt.Errorf("%s: signingkey: key-encryption key is %d bytes, want exactly %d (for example: head -c 32 /dev/urandom > kek)", path, len(data), KEKSize)
 	}
-	return k, nil
+	return data, nil
 }
 
 // GenerateKEK returns a random KEK that lives only as long as the process:
 // for demo use only.
-func GenerateKEK() (*KEK, error) { return NewKEK(randomBytes(KEKSize)) }
+func GenerateKEK() (*KEK, error) { return NewKEK(RandomKEKBytes()) }
+
+// RandomKEKBytes returns KEKSize random bytes: an ephemeral KEK (demo only).
+func RandomKEKBytes() []byte { return randomBytes(KEKSize) }
 
 // Seal encrypts k's private key (PKCS#8 DER) under the KEK: version byte,
 // random 96-bit nonce, then the GCM ciphertext and tag. The kid is

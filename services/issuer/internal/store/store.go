@@ -18,6 +18,9 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict means a record with the same key already exists.
 	ErrConflict = errors.New("store: already exists")
+	// ErrUndecryptable means a record's sealed field does not open under
+	// the configured key-encryption key (another key, or tampering).
+	ErrUndecryptable = errors.New("store: sealed value does not decrypt")
 )
 
 // ClientStore keeps OAuth 2.0 client records.
