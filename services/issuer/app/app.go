@@ -24,6 +24,7 @@ import (
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/revocation/v1/revocationv1connect"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/authn"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/authorize"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/browsersession"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/client"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/clientsecret"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/consent"
@@ -174,6 +175,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		},
 		OnConsentWithdrawn: func(ctx context.Context, c consent.Consent) error {
 			return ev.consentWithdrawn(ctx, st.main, c)
+		},
+		OnSignedOut: func(ctx context.Context, s browsersession.Session) error {
+			return ev.signedOut(ctx, st.main, s)
 		},
 		Audit:         ev.browserAudit,
 		Logger:        logger,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/libs/audit"
 	"github.com/gatehouse/gatehouse/libs/telemetry"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/browsersession"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/consent"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/revocation"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/signingkey"
@@ -101,6 +102,31 @@ func (e *events) consentWithdrawn(ctx context.Context, grants store.GrantStore, 
 		IssuedBefore: now,
 		RevokedAt:    now,
 		Reason:       token.RevocationReasonConsent,
+	}, tokens)
+}
+
+// signedOut revokes every grant the browser session s authorized and
+// publishes one session event listing their live access tokens.
+func (e *events) signedOut(ctx context.Context, grants store.GrantStore, s browsersession.Session) error {
+	ids, err := grants.RequestIDsForSession(ctx, s.ID)
+	if err != nil {
+		return fmt.Errorf("issuer: sign-out: %w", err)
+	}
+	var tokens []tokensession.Record
+	for _, id := range ids {
+		recs, err := grants.RevokeRequest(ctx, id)
+		if err != nil {
+			return fmt.Errorf("issuer: sign-out: revoke grant: %w", err)
+		}
+		tokens = append(tokens, recs...)
+	}
+	return e.publish(ctx, revocation.Event{
+		Kind:      revocation.KindSession,
+		ID:        s.ID,
+		Subject:   s.Subject,
+		Tenant:    s.Tenant,
+		RevokedAt: time.Now().UTC(),
+		Reason:    "user_logout",
 	}, tokens)
 }
 

@@ -122,6 +122,23 @@ func TestRevocationFeed(t *testing.T) {
 		t.Fatalf("consent revocation event = %v", ev)
 	}
 
+	// Signing out: a session event with the session's live access token.
+	v3 := oauth2.GenerateVerifier()
+	p = b.allow(b.authorize(cfg, v3))
+	if p.callback == nil {
+		t.Fatalf("re-authorization: %d %s", p.status, p.body)
+	}
+	third, err := cfg.Exchange(ctx, p.callback.Query().Get("code"), oauth2.VerifierOption(v3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.submit(b.get(is.srv.URL+"/account/consents"), "logout-form", nil)
+	ev = nextEvent(t, stream)
+	_, claims = signedClaims(t, is, third.AccessToken)
+	if ev.GetKind() != revocationv1.Kind_KIND_SESSION || ev.GetSubject() != "bob" || !slices.Contains(ev.GetJtis(), claims["jti"].(string)) || ev.GetReason() != "user_logout" {
+		t.Fatalf("sign-out event = %v, want bob's session with jti %v", ev, claims["jti"])
+	}
+
 	// A subscriber resuming after the first event gets the rest again.
 	c := revocationv1connect.NewRevocationFeedServiceClient(http.DefaultClient, is.srv.URL)
 	req := connect.NewRequest(&revocationv1.SubscribeRequest{AfterCursor: first})

@@ -556,3 +556,47 @@ func TestExpiredAuthorizationCode(t *testing.T) {
 		t.Fatalf("expired code: %v, want invalid_grant", err)
 	}
 }
+
+func TestSignOutRevokesTheSessionsGrants(t *testing.T) {
+	t.Parallel()
+	is := start(t, demoConfig(t))
+	cfg := webConfig(is, "openid", "offline_access", "invoice:read")
+	b := newBrowser(t, is)
+	verifier := oauth2.GenerateVerifier()
+	p := b.allow(b.login(b.authorize(cfg, verifier), "bob", "bob-demo-password", ""))
+	if p.callback == nil {
+		t.Fatalf("no callback: %d %s", p.status, p.body)
+	}
+	tok, err := cfg.Exchange(oauthCtx(t), p.callback.Query().Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another browser's grant for the same user is not touched.
+	other := newBrowser(t, is)
+	v2 := oauth2.GenerateVerifier()
+	p = other.login(other.authorize(cfg, v2), "bob", "bob-demo-password", "")
+	if p.callback == nil {
+		t.Fatalf("second browser: %d %s", p.status, p.body)
+	}
+	otherTok, err := cfg.Exchange(oauthCtx(t), p.callback.Query().Get("code"), oauth2.VerifierOption(v2))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if out := b.submit(b.get(is.srv.URL+"/account/consents"), "logout-form", nil); out.status != http.StatusOK {
+		t.Fatalf("sign out: %d %s", out.status, out.body)
+	}
+	if introspect(t, is, tok.AccessToken) {
+		t.Fatal("access token still active after sign-out")
+	}
+	if _, err := cfg.TokenSource(oauthCtx(t), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); !isOAuthError(err, "invalid_grant") {
+		t.Fatalf("refresh after sign-out: %v, want invalid_grant", err)
+	}
+	if !introspect(t, is, otherTok.AccessToken) {
+		t.Fatal("sign-out in one browser revoked another browser's grant")
+	}
+	// The signed-out browser must sign in again.
+	if p := b.authorize(cfg, oauth2.GenerateVerifier()); !strings.Contains(p.body, `id="login-form"`) {
+		t.Fatalf("after sign-out: %d %+v", p.status, p.callback)
+	}
+}

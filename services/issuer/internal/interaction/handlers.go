@@ -531,6 +531,12 @@ func (m *Manager) postLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sess != nil {
+		if m.onSignedOut != nil {
+			if err := m.onSignedOut(ctx, *sess); err != nil {
+				m.fail(w, r, err)
+				return
+			}
+		}
 		if err := m.sessions.DeleteBrowserSession(ctx, sess.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			m.fail(w, r, err)
 			return
@@ -538,7 +544,7 @@ func (m *Manager) postLogout(w http.ResponseWriter, r *http.Request) {
 		m.audit(ctx, AuditLogout, map[string]string{"subject": sess.Subject})
 	}
 	m.setCookie(w, m.sessionCookie, "")
-	m.message(w, r, http.StatusOK, "You are signed out", "You have signed out of Gatehouse in this browser.", nil, PathLogin, "Sign in again")
+	m.message(w, r, http.StatusOK, "You are signed out", "You have signed out of Gatehouse in this browser. Applications you signed in to from it have lost their access and will ask you to sign in again.", nil, PathLogin, "Sign in again")
 }
 
 // update stores p's outcome (compare-and-set) or answers the request

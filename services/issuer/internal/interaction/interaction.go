@@ -131,6 +131,10 @@ type Config struct {
 	// called after the store recorded the withdrawal; its error is logged
 	// and shown as an error page.
 	OnConsentWithdrawn func(ctx context.Context, c consent.Consent) error
+	// OnSignedOut, when set, revokes every grant the session authorized;
+	// it is called before the session is deleted, and if it fails the
+	// session stays (the user sees an error and can sign out again).
+	OnSignedOut func(ctx context.Context, s Session) error
 	// Audit receives login, consent and logout events (see the Audit*
 	// constants); nil drops them. attrs never hold a password, code or cookie.
 	Audit func(ctx context.Context, typ string, attrs map[string]string)
@@ -173,6 +177,7 @@ type Manager struct {
 	catalog      *scopecatalog.Catalog
 	clientName   func(ctx context.Context, clientID string) (string, error)
 	onWithdrawn  func(ctx context.Context, c consent.Consent) error
+	onSignedOut  func(ctx context.Context, s Session) error
 	audit        func(ctx context.Context, typ string, attrs map[string]string)
 	logger       *slog.Logger
 	now          func() time.Time
@@ -211,6 +216,7 @@ func New(cfg Config) (*Manager, error) {
 		catalog:             cfg.Catalog,
 		clientName:          cfg.ClientName,
 		onWithdrawn:         cfg.OnConsentWithdrawn,
+		onSignedOut:         cfg.OnSignedOut,
 		audit:               cfg.Audit,
 		logger:              cfg.Logger,
 		now:                 cfg.Now,

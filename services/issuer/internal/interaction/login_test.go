@@ -1,12 +1,14 @@
 package interaction_test
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -309,5 +311,44 @@ func TestLogout(t *testing.T) {
 	}
 	if ev := h.rec.Events(interaction.AuditLogout); len(ev) != 1 || ev[0].Attrs["subject"] != "bob" {
 		t.Fatalf("logout audit = %+v", ev)
+	}
+}
+
+func TestLogoutRevokesFirst(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		err        error
+		wantStatus int
+		signedIn   bool
+	}{
+		{name: "revoked", wantStatus: http.StatusOK},
+		{name: "revocation fails: the session stays", err: errors.New("store down"), wantStatus: http.StatusInternalServerError, signedIn: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var calls []interaction.Session
+			h := newHarness(t, func(c *interaction.Config) {
+				c.OnSignedOut = func(_ context.Context, s interaction.Session) error {
+					mu.Lock()
+					defer mu.Unlock()
+					calls = append(calls, s)
+					return tc.err
+				}
+			})
+			b := h.newBrowser(t)
+			b.signIn("bob", bobPassword, authorizePath("openid"))
+			account := b.get(interaction.PathAccountConsents).mustStatus(t, http.StatusOK)
+			b.post(interaction.PathLogout, url.Values{"csrf_token": {field(t, csrfRE, account)}}).mustStatus(t, tc.wantStatus)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(calls) != 1 || calls[0].Subject != "bob" || calls[0].ID == "" {
+				t.Fatalf("OnSignedOut calls = %+v, want one for bob's session", calls)
+			}
+			if b.signedIn() != tc.signedIn {
+				t.Fatalf("signed in = %v, want %v", b.signedIn(), tc.signedIn)
+			}
+		})
 	}
 }

@@ -29,7 +29,7 @@ func TestCSRF(t *testing.T) {
 		header []string
 	}{
 		{name: "no token", form: func(v url.Values, _ string) url.Values { v.Del("csrf_token"); return v }},
-		{name: "wrong token", form: func(v url.Values, _ string) url.Values { v.Set("csrf_token", "x"+v.Get("csrf_token")[1:]); return v }},
+		{name: "wrong token", form: func(v url.Values, _ string) url.Values { v.Set("csrf_token", flipFirst(v.Get("csrf_token"))); return v }},
 		{name: "another browser's token", form: func(v url.Values, other string) url.Values { v.Set("csrf_token", other); return v }},
 		{name: "cross-site fetch", header: []string{"Sec-Fetch-Site", "cross-site"}},
 		{name: "same-site fetch", header: []string{"Sec-Fetch-Site", "same-site"}},
@@ -274,4 +274,14 @@ func findCookie(t *testing.T, cookies []*http.Cookie, name string) *http.Cookie 
 	}
 	t.Fatalf("no cookie %s in %v", name, cookies)
 	return nil
+}
+
+// flipFirst returns tok with its first character changed (always changed:
+// a token may begin with any character).
+func flipFirst(tok string) string {
+	first := "x"
+	if strings.HasPrefix(tok, "x") {
+		first = "y"
+	}
+	return first + tok[1:]
 }

@@ -43,6 +43,12 @@ type GrantStore interface {
 	// RequestIDsForConsent returns the distinct request ids of the grant
 	// records that rest on consentID, active or not.
 	RequestIDsForConsent(ctx context.Context, consentID string) ([]string, error)
+	// RequestIDsForSession returns the distinct request ids of the grant
+	// records that carry the browser login session sessionID (see
+	// tokensession.Grant.SessionID), active or not, sorted. An empty
+	// sessionID is an error: it would name every authorization made
+	// without a browser session.
+	RequestIDsForSession(ctx context.Context, sessionID string) ([]string, error)
 	// DeleteExpiredGrants removes grant records, access token sessions,
 	// used client-assertion jtis and revoked-request records that expired
 	// before t, returning how many rows went.

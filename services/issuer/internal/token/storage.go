@@ -318,6 +318,7 @@ func (s *Storage) createGrant(ctx context.Context, kind tokensession.GrantKind, 
 	}
 	if sess, ok := r.GetSession().(*Session); ok {
 		g.ConsentID = sess.ConsentID
+		g.SessionID = sess.BrowserSessionID
 	}
 	return s.store.CreateGrant(ctx, g)
 }

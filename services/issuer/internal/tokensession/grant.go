@@ -33,6 +33,11 @@ func (k GrantKind) Valid() bool {
 	return false
 }
 
+// MaxSessionIDLen bounds Grant.SessionID in bytes; the Postgres
+// grant_records_session_id_length constraint (migration 00009) says the
+// same.
+const MaxSessionIDLen = 128
+
 // Grant is the stored form of one authorization code, PKCE or OIDC request,
 // or refresh token. All records of one authorization share its RequestID
 // (the refresh token family), with the access tokens issued from it.
@@ -50,6 +55,12 @@ type Grant struct {
 	Subject string
 	// ConsentID is the consent record the authorization rests on ("" for none).
 	ConsentID string
+	// SessionID is the browser login session (browsersession.Session.ID, a
+	// hex SHA-256) that authorized the grant, so that signing out can
+	// revoke every authorization of the session. Every record of one
+	// authorization carries it, refresh tokens included; it is "" only
+	// where no browser login was involved.
+	SessionID string
 	// AccessSignature links a refresh token to the access token issued with it.
 	AccessSignature string
 	// Active is false once the credential is used (a code exchanged, a
@@ -78,6 +89,9 @@ func (g Grant) Validate() error {
 	}
 	if g.ClientID == "" {
 		errs = append(errs, errors.New("empty client id"))
+	}
+	if len(g.SessionID) > MaxSessionIDLen {
+		errs = append(errs, fmt.Errorf("session id longer than %d bytes", MaxSessionIDLen))
 	}
 	if g.ExpiresAt.IsZero() {
 		errs = append(errs, errors.New("no expiry"))

@@ -140,6 +140,24 @@ func (s *Store) RequestIDsForConsent(_ context.Context, consentID string) ([]str
 	return slices.Sorted(maps.Keys(ids)), nil
 }
 
+// RequestIDsForSession implements store.GrantStore. An empty sessionID is
+// an error: it would name every authorization made without a browser
+// session.
+func (s *Store) RequestIDsForSession(_ context.Context, sessionID string) ([]string, error) {
+	if sessionID == "" {
+		return nil, errors.New("memory store: request ids for session: empty session id")
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ids := make(map[string]struct{})
+	for _, g := range s.grants {
+		if g.SessionID == sessionID {
+			ids[g.RequestID] = struct{}{}
+		}
+	}
+	return slices.Sorted(maps.Keys(ids)), nil
+}
+
 // DeleteExpiredGrants implements store.GrantStore. It also removes
 // revocations and client assertion jtis that expired before t, and counts
 // them with the rest.

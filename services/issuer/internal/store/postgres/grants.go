@@ -22,7 +22,7 @@ var (
 
 // grantColumns are the grant_records columns scanGrant reads, in order.
 const grantColumns = `kind, signature, request_id, client_id, subject, consent_id,
-	access_signature, active, requested_at, expires_at, request`
+	session_id, access_signature, active, requested_at, expires_at, request`
 
 // CreateGrant implements store.GrantStore. It refuses a record of a
 // revoked request with store.ErrRevoked (see insertUnlessRevoked).
@@ -32,10 +32,10 @@ func (s *Store) CreateGrant(ctx context.Context, g tokensession.Grant) error {
 	}
 	err := s.insertUnlessRevoked(ctx, g.RequestID, `
 		INSERT INTO grant_records (`+grantColumns+`)
-		SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+		SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
 		WHERE NOT EXISTS (SELECT 1 FROM revoked_requests WHERE request_id = $3)`,
 		string(g.Kind), g.Signature, g.RequestID, g.ClientID, g.Subject, g.ConsentID,
-		g.AccessSignature, g.Active, g.RequestedAt, g.ExpiresAt, g.Request)
+		g.SessionID, g.AccessSignature, g.Active, g.RequestedAt, g.ExpiresAt, g.Request)
 	if errors.Is(err, store.ErrRevoked) {
 		return fmt.Errorf("grant %s: %w", g.Kind, err)
 	}
@@ -62,7 +62,7 @@ func (s *Store) GetGrant(ctx context.Context, kind tokensession.GrantKind, signa
 	err := s.pool.QueryRow(ctx, `SELECT `+grantColumns+` FROM grant_records WHERE kind = $1 AND signature = $2`,
 		string(kind), signature).
 		Scan(&rowKind, &g.Signature, &g.RequestID, &g.ClientID, &g.Subject, &g.ConsentID,
-			&g.AccessSignature, &g.Active, &g.RequestedAt, &g.ExpiresAt, &g.Request)
+			&g.SessionID, &g.AccessSignature, &g.Active, &g.RequestedAt, &g.ExpiresAt, &g.Request)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tokensession.Grant{}, fmt.Errorf("grant %s: %w", kind, store.ErrNotFound)
 	}
@@ -181,6 +181,28 @@ func (s *Store) RequestIDsForConsent(ctx context.Context, consentID string) ([]s
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("issuer store: request ids for consent: %w", err)
+	}
+	return ids, nil
+}
+
+// RequestIDsForSession implements store.GrantStore. An empty sessionID is
+// an error: it would name every authorization made without a browser
+// session.
+func (s *Store) RequestIDsForSession(ctx context.Context, sessionID string) ([]string, error) {
+	if sessionID == "" {
+		return nil, errors.New("issuer store: request ids for session: empty session id")
+	}
+	// session_id <> '' lets the planner use the partial index.
+	rows, err := s.pool.Query(ctx, `
+		SELECT DISTINCT request_id FROM grant_records
+		WHERE session_id = $1 AND session_id <> ''
+		ORDER BY request_id`, sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("issuer store: request ids for session: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("issuer store: request ids for session: %w", err)
 	}
 	return ids, nil
 }

@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -67,6 +69,33 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 			}
 		}
 	})
+	t.Run("CreateGrantSessionIDRoundTrip", func(t *testing.T) {
+		t.Parallel()
+		tests := []struct {
+			name      string
+			sessionID string
+		}{
+			{name: "no browser session", sessionID: ""},
+			{name: "hex SHA-256", sessionID: sessionID("browser-1")},
+			{name: "longest", sessionID: strings.Repeat("s", tokensession.MaxSessionIDLen)},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				s := withReportingJob(t)
+				want := grant(tokensession.KindRefreshToken, "sig-1", "req-1")
+				want.SessionID = tc.sessionID
+				if err := s.CreateGrant(t.Context(), want); err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.GetGrant(t.Context(), want.Kind, want.Signature)
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertGrant(t, got, want)
+			})
+		}
+	})
 	t.Run("GrantKindsShareSignatures", func(t *testing.T) {
 		t.Parallel()
 		s := withReportingJob(t)
@@ -126,6 +155,12 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 			{name: "empty client id", edit: func(g *tokensession.Grant) { g.ClientID = "" }},
 			{name: "no expiry", edit: func(g *tokensession.Grant) { g.ExpiresAt = time.Time{} }},
 			{name: "empty request", edit: func(g *tokensession.Grant) { g.Request = nil }},
+			{name: "session id over 128 bytes", edit: func(g *tokensession.Grant) {
+				g.SessionID = strings.Repeat("s", tokensession.MaxSessionIDLen+1)
+			}},
+			{name: "session id over 128 bytes in fewer runes", edit: func(g *tokensession.Grant) {
+				g.SessionID = strings.Repeat("é", tokensession.MaxSessionIDLen/2+1)
+			}},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -142,6 +177,9 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 				}
 				if ids, err := s.RequestIDsForConsent(t.Context(), "consent-1"); err != nil || len(ids) != 0 {
 					t.Fatalf("RequestIDsForConsent after rejected create = %v, %v; want none", ids, err)
+				}
+				if ids, err := s.RequestIDsForSession(t.Context(), sessionID("browser-1")); err != nil || len(ids) != 0 {
+					t.Fatalf("RequestIDsForSession after rejected create = %v, %v; want none", ids, err)
 				}
 				// Nothing was stored under the key: the valid record fits.
 				good := grant(tokensession.KindAuthorizeCode, "sig-1", "req-1")
@@ -651,6 +689,71 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 			t.Errorf("RequestIDsForConsent(\"\") = %v, want an error", got)
 		}
 	})
+	t.Run("RequestIDsForSession", func(t *testing.T) {
+		t.Parallel()
+		s := withReportingJob(t)
+		browser1, browser2 := sessionID("browser-1"), sessionID("browser-2")
+		records := []struct {
+			kind      tokensession.GrantKind
+			signature string
+			requestID string
+			sessionID string
+			active    bool
+		}{
+			// req-b and req-a of browser-1, each with several records
+			// (one authorization: code, PKCE, OIDC, refresh tokens), some
+			// used or rotated, inserted out of order.
+			{kind: tokensession.KindAuthorizeCode, signature: "code-b", requestID: "req-b", sessionID: browser1},
+			{kind: tokensession.KindPKCE, signature: "code-b", requestID: "req-b", sessionID: browser1},
+			{kind: tokensession.KindOIDC, signature: "code-b", requestID: "req-b", sessionID: browser1, active: true},
+			{kind: tokensession.KindRefreshToken, signature: "refresh-b1", requestID: "req-b", sessionID: browser1},
+			{kind: tokensession.KindRefreshToken, signature: "refresh-b2", requestID: "req-b", sessionID: browser1, active: true},
+			{kind: tokensession.KindRefreshToken, signature: "refresh-a", requestID: "req-a", sessionID: browser1},
+			// Another browser session, and records without one.
+			{kind: tokensession.KindRefreshToken, signature: "refresh-c", requestID: "req-c", sessionID: browser2, active: true},
+			{kind: tokensession.KindRefreshToken, signature: "refresh-d", requestID: "req-d", sessionID: "", active: true},
+			{kind: tokensession.KindRefreshToken, signature: "refresh-e", requestID: "req-e", sessionID: ""},
+		}
+		for _, r := range records {
+			g := grant(r.kind, r.signature, r.requestID)
+			g.SessionID, g.Active = r.sessionID, r.active
+			if err := s.CreateGrant(t.Context(), g); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tests := []struct {
+			name      string
+			sessionID string
+			want      []string
+		}{
+			{name: "distinct and sorted, inactive included", sessionID: browser1, want: []string{"req-a", "req-b"}},
+			{name: "another session", sessionID: browser2, want: []string{"req-c"}},
+			{name: "unknown session", sessionID: sessionID("browser-unknown"), want: nil},
+			// A prefix of a stored id names nothing.
+			{name: "prefix of a session", sessionID: browser1[:32], want: nil},
+		}
+		for _, tc := range tests {
+			got, err := s.RequestIDsForSession(t.Context(), tc.sessionID)
+			if err != nil {
+				t.Fatalf("%s: RequestIDsForSession = %v", tc.name, err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("%s: RequestIDsForSession = %v, want %v", tc.name, got, tc.want)
+			}
+		}
+		// "" means "no browser session": it names no authorization.
+		if got, err := s.RequestIDsForSession(t.Context(), ""); err == nil {
+			t.Errorf("RequestIDsForSession(\"\") = %v, want an error", got)
+		}
+		// Revoking one of the session's requests leaves it listed: its
+		// records stay, inactive, until they expire.
+		if _, err := s.RevokeRequest(t.Context(), "req-b"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.RequestIDsForSession(t.Context(), browser1); err != nil || !slices.Equal(got, []string{"req-a", "req-b"}) {
+			t.Errorf("RequestIDsForSession after RevokeRequest = %v, %v; want [req-a req-b]", got, err)
+		}
+	})
 	t.Run("DeleteExpiredGrants", func(t *testing.T) {
 		t.Parallel()
 		s := withReportingJob(t)
@@ -831,12 +934,21 @@ func grant(kind tokensession.GrantKind, signature, requestID string) tokensessio
 		ClientID:        "reporting-job",
 		Subject:         "alice",
 		ConsentID:       "consent-1",
+		SessionID:       sessionID("browser-1"),
 		AccessSignature: "at-" + signature,
 		Active:          true,
 		RequestedAt:     requested,
 		ExpiresAt:       requested.Add(time.Hour),
 		Request:         append([]byte(`{"id":"`+requestID+`"} `), 0x00, 0xff, 0xfe, '\n', 0x00),
 	}
+}
+
+// sessionID returns a browser login session id of the shape
+// browsersession.Session.ID has: the lowercase hex SHA-256 of a cookie
+// value, here of name.
+func sessionID(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:])
 }
 
 // requestSession returns a valid access token session of requestID.
@@ -850,7 +962,7 @@ func assertGrant(t *testing.T, got, want tokensession.Grant) {
 	t.Helper()
 	if got.Kind != want.Kind || got.Signature != want.Signature || got.RequestID != want.RequestID ||
 		got.ClientID != want.ClientID || got.Subject != want.Subject || got.ConsentID != want.ConsentID ||
-		got.AccessSignature != want.AccessSignature || got.Active != want.Active ||
+		got.SessionID != want.SessionID || got.AccessSignature != want.AccessSignature || got.Active != want.Active ||
 		!got.RequestedAt.Equal(want.RequestedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) ||
 		!bytes.Equal(got.Request, want.Request) {
 		t.Fatalf("grant = %+v,\nwant %+v", got, want)
