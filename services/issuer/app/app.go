@@ -18,7 +18,6 @@ import (
 	"github.com/gatehouse/gatehouse/libs/audit"
 	auditmemory "github.com/gatehouse/gatehouse/libs/audit/memory"
 	auditpostgres "github.com/gatehouse/gatehouse/libs/audit/postgres"
-	libpostgres "github.com/gatehouse/gatehouse/libs/postgres"
 	"github.com/gatehouse/gatehouse/libs/serve"
 	"github.com/gatehouse/gatehouse/libs/telemetry"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/revocation/v1/revocationv1connect"
@@ -416,17 +415,11 @@ func (a *App) openStores(ctx context.Context, cfg Config, kek []byte, logger *sl
 			audit:        auditmemory.New(),
 		}, nil
 	}
-	pool, err := libpostgres.Open(ctx, cfg.DatabaseURL, libpostgres.WithLogger(logger))
+	pool, err := openDatabase(ctx, cfg, logger)
 	if err != nil {
-		return stores{}, fmt.Errorf("issuer: %w", err)
+		return stores{}, err
 	}
 	a.pool = pool
-	if err := postgres.Migrate(ctx, pool); err != nil {
-		return stores{}, fmt.Errorf("issuer: %w", err)
-	}
-	if err := auditpostgres.Migrate(ctx, pool); err != nil {
-		return stores{}, fmt.Errorf("issuer: %w", err)
-	}
 	sealer, err := postgres.NewKEKSealer(kek)
 	if err != nil {
 		return stores{}, fmt.Errorf("issuer: %w", err)

@@ -84,13 +84,9 @@ func (e *events) consentWithdrawn(ctx context.Context, grants store.GrantStore, 
 	if err != nil {
 		return fmt.Errorf("issuer: consent %s: %w", c.ID, err)
 	}
-	var tokens []tokensession.Record
-	for _, id := range ids {
-		recs, err := grants.RevokeRequest(ctx, id)
-		if err != nil {
-			return fmt.Errorf("issuer: consent %s: revoke grant: %w", c.ID, err)
-		}
-		tokens = append(tokens, recs...)
+	tokens, err := revokeRequests(ctx, grants, ids)
+	if err != nil {
+		return fmt.Errorf("issuer: consent %s: %w", c.ID, err)
 	}
 	now := time.Now().UTC()
 	return e.publish(ctx, revocation.Event{
@@ -112,13 +108,9 @@ func (e *events) signedOut(ctx context.Context, grants store.GrantStore, s brows
 	if err != nil {
 		return fmt.Errorf("issuer: sign-out: %w", err)
 	}
-	var tokens []tokensession.Record
-	for _, id := range ids {
-		recs, err := grants.RevokeRequest(ctx, id)
-		if err != nil {
-			return fmt.Errorf("issuer: sign-out: revoke grant: %w", err)
-		}
-		tokens = append(tokens, recs...)
+	tokens, err := revokeRequests(ctx, grants, ids)
+	if err != nil {
+		return fmt.Errorf("issuer: sign-out: %w", err)
 	}
 	return e.publish(ctx, revocation.Event{
 		Kind:      revocation.KindSession,
@@ -128,6 +120,20 @@ func (e *events) signedOut(ctx context.Context, grants store.GrantStore, s brows
 		RevokedAt: time.Now().UTC(),
 		Reason:    "user_logout",
 	}, tokens)
+}
+
+// revokeRequests revokes each grant of ids and returns the access-token
+// sessions the revocations deleted.
+func revokeRequests(ctx context.Context, grants store.GrantStore, ids []string) ([]tokensession.Record, error) {
+	var tokens []tokensession.Record
+	for _, id := range ids {
+		recs, err := grants.RevokeRequest(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("revoke grant: %w", err)
+		}
+		tokens = append(tokens, recs...)
+	}
+	return tokens, nil
 }
 
 func (e *events) publish(ctx context.Context, ev revocation.Event, tokens []tokensession.Record) error {

@@ -117,9 +117,6 @@ func RotateKeys(ctx context.Context, cfg Config, logger *slog.Logger, w io.Write
 		return err
 	}
 	defer pool.Close()
-	if err := auditpostgres.Migrate(ctx, pool); err != nil {
-		return fmt.Errorf("issuer: %w", err)
-	}
 	ks := postgres.NewKeyStore(pool)
 	// The command's own audit event, written before it returns.
 	ev := &events{audit: audit.NewSyncEmitter(auditpostgres.New(pool)), logger: logger}
@@ -151,8 +148,9 @@ func openKeyStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.K
 	return postgres.NewKeyStore(pool), pool.Close, nil
 }
 
-// openDatabase opens and migrates cfg's Postgres database for the
-// commands (keys, audit); the memory store has nothing to show.
+// openDatabase opens cfg's Postgres database and applies the issuer's and
+// the audit log's migrations: for the server and the commands (keys,
+// audit); the memory store has nothing to open.
 func openDatabase(ctx context.Context, cfg Config, logger *slog.Logger) (*pgxpool.Pool, error) {
 	if cfg.Store != StorePostgres || cfg.DatabaseURL == "" {
 		return nil, errors.New("issuer: keys and audit commands need -store postgres and -database-url")
@@ -162,6 +160,10 @@ func openDatabase(ctx context.Context, cfg Config, logger *slog.Logger) (*pgxpoo
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
 	if err := postgres.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	if err := auditpostgres.Migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -177,9 +179,6 @@ func VerifyAudit(ctx context.Context, cfg Config, logger *slog.Logger, w io.Writ
 		return err
 	}
 	defer pool.Close()
-	if err := auditpostgres.Migrate(ctx, pool); err != nil {
-		return fmt.Errorf("issuer: %w", err)
-	}
 	report, verr := audit.Verify(ctx, auditpostgres.New(pool))
 	if _, err := fmt.Fprintf(w, "checked %d events; last intact: seq %d hash %s\n", report.Checked, report.Verified.Seq, report.Verified.Hash); err != nil {
 		return fmt.Errorf("issuer: %w", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/ory/fosite"
@@ -261,24 +260,20 @@ func (s *Storage) RevokeGrant(ctx context.Context, requestID, reason string) err
 }
 
 func (s *Storage) revokeRequest(ctx context.Context, requestID, reason string) error {
-	if scope := scopeFrom(ctx); scope != nil {
-		// fosite revokes a reused grant with two calls (refresh, then
-		// access tokens, or the other way round): report it once, with the
-		// reason the grant type gives.
-		if !scope.markRevoked(requestID) {
-			return nil
-		}
-		if reason == RevocationReasonReuse {
-			switch scope.grantType {
-			case "refresh_token":
-				reason = RevocationReasonRefreshReuse
-			case "authorization_code":
-				reason = RevocationReasonCodeReuse
-			}
+	// fosite revokes a reused grant with two calls (refresh, then access
+	// tokens, or the other way round); the second finds the grant revoked
+	// and reports nothing (below). The grant type names the reuse.
+	if scope := scopeFrom(ctx); scope != nil && reason == RevocationReasonReuse {
+		switch scope.grantType {
+		case "refresh_token":
+			reason = RevocationReasonRefreshReuse
+		case "authorization_code":
+			reason = RevocationReasonCodeReuse
 		}
 	}
-	// A grant revoked before (a replayed token of a dead family) is not
-	// reported again: no replay can flood the feed or the audit log.
+	// A grant revoked before (fosite's second call, or a replayed token of
+	// a dead family) is not reported again: no replay can flood the feed or
+	// the audit log.
 	already, err := s.store.RequestRevoked(ctx, requestID)
 	if err != nil {
 		return fmt.Errorf("token: revoke grant: %w", err)
@@ -353,34 +348,21 @@ func notFound(err error) error {
 	return err
 }
 
-// requestScope is what the storage remembers for the length of one token
-// request: its grant type, and which grants it already revoked.
+// requestScope is what the storage learns of the token request it serves:
+// its grant type, which names the reason of a reuse revocation.
 type requestScope struct {
 	grantType string
-	mu        sync.Mutex
-	revoked   map[string]bool
 }
 
 type scopeKey struct{}
 
-// withRequestScope returns ctx carrying a fresh requestScope for a token
-// request of grantType.
+// withRequestScope returns ctx carrying the scope of a token request of
+// grantType.
 func withRequestScope(ctx context.Context, grantType string) context.Context {
-	return context.WithValue(ctx, scopeKey{}, &requestScope{grantType: grantType, revoked: map[string]bool{}})
+	return context.WithValue(ctx, scopeKey{}, &requestScope{grantType: grantType})
 }
 
 func scopeFrom(ctx context.Context) *requestScope {
 	s, _ := ctx.Value(scopeKey{}).(*requestScope)
 	return s
-}
-
-// markRevoked records requestID and reports whether it was new.
-func (s *requestScope) markRevoked(requestID string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.revoked[requestID] {
-		return false
-	}
-	s.revoked[requestID] = true
-	return true
 }

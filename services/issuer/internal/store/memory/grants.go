@@ -129,15 +129,7 @@ func (s *Store) RequestIDsForConsent(_ context.Context, consentID string) ([]str
 	if consentID == "" {
 		return nil, errors.New("memory store: request ids for consent: empty consent id")
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	ids := make(map[string]struct{})
-	for _, g := range s.grants {
-		if g.ConsentID == consentID {
-			ids[g.RequestID] = struct{}{}
-		}
-	}
-	return slices.Sorted(maps.Keys(ids)), nil
+	return s.requestIDs(func(g tokensession.Grant) bool { return g.ConsentID == consentID }), nil
 }
 
 // RequestIDsForSession implements store.GrantStore. An empty sessionID is
@@ -147,15 +139,21 @@ func (s *Store) RequestIDsForSession(_ context.Context, sessionID string) ([]str
 	if sessionID == "" {
 		return nil, errors.New("memory store: request ids for session: empty session id")
 	}
+	return s.requestIDs(func(g tokensession.Grant) bool { return g.SessionID == sessionID }), nil
+}
+
+// requestIDs returns the distinct, sorted request ids of the grant records
+// match accepts.
+func (s *Store) requestIDs(match func(tokensession.Grant) bool) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ids := make(map[string]struct{})
 	for _, g := range s.grants {
-		if g.SessionID == sessionID {
+		if match(g) {
 			ids[g.RequestID] = struct{}{}
 		}
 	}
-	return slices.Sorted(maps.Keys(ids)), nil
+	return slices.Sorted(maps.Keys(ids))
 }
 
 // DeleteExpiredGrants implements store.GrantStore. It also removes

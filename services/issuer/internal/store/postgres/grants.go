@@ -171,18 +171,10 @@ func (s *Store) RequestIDsForConsent(ctx context.Context, consentID string) ([]s
 		return nil, errors.New("issuer store: request ids for consent: empty consent id")
 	}
 	// consent_id <> '' lets the planner use the partial index.
-	rows, err := s.pool.Query(ctx, `
+	return s.requestIDs(ctx, "consent", `
 		SELECT DISTINCT request_id FROM grant_records
 		WHERE consent_id = $1 AND consent_id <> ''
 		ORDER BY request_id`, consentID)
-	if err != nil {
-		return nil, fmt.Errorf("issuer store: request ids for consent: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("issuer store: request ids for consent: %w", err)
-	}
-	return ids, nil
 }
 
 // RequestIDsForSession implements store.GrantStore. An empty sessionID is
@@ -193,16 +185,22 @@ func (s *Store) RequestIDsForSession(ctx context.Context, sessionID string) ([]s
 		return nil, errors.New("issuer store: request ids for session: empty session id")
 	}
 	// session_id <> '' lets the planner use the partial index.
-	rows, err := s.pool.Query(ctx, `
+	return s.requestIDs(ctx, "session", `
 		SELECT DISTINCT request_id FROM grant_records
 		WHERE session_id = $1 AND session_id <> ''
 		ORDER BY request_id`, sessionID)
+}
+
+// requestIDs runs query, which selects request ids by one argument, and
+// collects them; what names the lookup in errors.
+func (s *Store) requestIDs(ctx context.Context, what, query string, arg string) ([]string, error) {
+	rows, err := s.pool.Query(ctx, query, arg)
 	if err != nil {
-		return nil, fmt.Errorf("issuer store: request ids for session: %w", err)
+		return nil, fmt.Errorf("issuer store: request ids for %s: %w", what, err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("issuer store: request ids for session: %w", err)
+		return nil, fmt.Errorf("issuer store: request ids for %s: %w", what, err)
 	}
 	return ids, nil
 }
