@@ -58,3 +58,29 @@ const (
 	// point cannot fulfil; the request is denied rather than half-enforced.
 	UnsupportedObligation = "unsupported_obligation"
 )
+
+// Codes of the PDP's PolicyAdminService (policy bundles and rollouts).
+const (
+	// BundleUnsigned: a bundle has no .signatures.json; it is refused.
+	BundleUnsigned = "bundle_unsigned"
+	// BundleSignatureInvalid: a bundle's signature does not verify with
+	// the PDP's verification key, or a file does not match its signed hash.
+	BundleSignatureInvalid = "bundle_signature_invalid"
+	// BundleInvalid: a bundle is not a readable OPA bundle, has no
+	// revision, or does not compile into a policy with a decision rule.
+	BundleInvalid = "bundle_invalid"
+	// BundleTooLarge: a bundle is larger than the PDP accepts.
+	BundleTooLarge = "bundle_too_large"
+	// RevisionConflict: that revision is stored with other content;
+	// revisions are immutable.
+	RevisionConflict = "revision_conflict"
+	// UnknownRevision: no stored bundle has that revision.
+	UnknownRevision = "unknown_revision"
+	// RolloutConflict: the rollout changed meanwhile or is not in a state
+	// that allows the step (no candidate to promote, nothing to roll back).
+	RolloutConflict = "rollout_conflict"
+	// ShadowDivergence: promotion refused because the candidate allows
+	// requests the active bundle does not (deny->allow divergences).
+	ShadowDivergence = "shadow_divergence"
+)
+
