@@ -1,24 +1,21 @@
-// Package policy evaluates the PDP's Rego policy bundle with OPA. It loads
-// and compiles the bundle once, at start, and implements
-// decision.Evaluator: it turns a normalized decision.Request into the Rego
-// input, evaluates data.gatehouse.main.decision, and checks the answer's
-// shape before trusting it.
+// Package policy evaluates the PDP's Rego policy bundles with OPA. It
+// compiles a verified bundle (see package bundle) into an Engine, which
+// implements decision.Evaluator: it turns a normalized decision.Request
+// into the Rego input, evaluates data.gatehouse.main.decision, and checks
+// the answer's shape before trusting it.
 package policy
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
 
+	"github.com/gatehouse/gatehouse/services/pdp/internal/bundle"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/decision"
 )
 
@@ -36,26 +33,18 @@ type Engine struct {
 	revision string
 }
 
-// Load reads the bundle directory dir (files named *_test.rego are left
-// out), requires a revision in its .manifest, compiles it, and checks that
-// Query yields a well-formed decision for an empty input.
-func Load(ctx context.Context, dir string) (*Engine, error) {
-	info, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("policy: bundle directory: %w", err)
+// Compile compiles a verified bundle (see bundle.Open) and checks that
+// Query yields a well-formed decision for an empty input. Policies may
+// not use built-ins that reach the network or the PDP's environment, and
+// built-in errors fail an evaluation. A bundle that does not compile or
+// whose decision is not total is refused with an error wrapping
+// bundle.ErrInvalid.
+func Compile(ctx context.Context, b *bundle.Bundle) (*Engine, error) {
+	if b == nil || b.Parsed() == nil {
+		return nil, fmt.Errorf("%w: policy: no verified bundle to compile", bundle.ErrInvalid)
 	}
-	if !info.IsDir() {
-		return nil, fmt.Errorf("policy: bundle directory %s is not a directory", dir)
-	}
-	loader := bundle.NewDirectoryLoader(dir).WithFilter(func(_ string, info fs.FileInfo, _ int) bool {
-		return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
-	})
-	b, err := bundle.NewCustomReader(loader).WithRegoVersion(ast.RegoV1).Read()
-	if err != nil {
-		return nil, fmt.Errorf("policy: read bundle %s: %w", dir, err)
-	}
-	if b.Manifest.Revision == "" {
-		return nil, fmt.Errorf("policy: bundle %s has no revision in its .manifest", dir)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("policy: compile bundle %s: %w", b.Revision, err)
 	}
 
 	// A decision depends on its input and the bundle alone: policies may not
@@ -71,20 +60,27 @@ func Load(ctx context.Context, dir string) (*Engine, error) {
 	})
 	query, err := rego.New(
 		rego.Query(Query),
-		rego.ParsedBundle(dir, &b),
+		rego.ParsedBundle("gatehouse", b.Parsed()),
 		rego.Capabilities(caps),
 		rego.StrictBuiltinErrors(true),
 	).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("policy: compile bundle %s: %w", dir, err)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("policy: compile bundle %s: %w", b.Revision, ctxErr)
+		}
+		return nil, fmt.Errorf("%w: policy: compile bundle %s: %s", bundle.ErrInvalid, b.Revision, bundle.Describe(err))
 	}
 
-	e := &Engine{query: query, revision: b.Manifest.Revision}
+	e := &Engine{query: query, revision: b.Revision}
 	if _, err := e.eval(ctx, ast.NewObject()); err != nil {
-		return nil, fmt.Errorf("policy: bundle %s: %s must yield a decision for any input: %w", dir, Query, err)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("policy: check bundle %s: %w", b.Revision, ctxErr)
+		}
+		return nil, fmt.Errorf("%w: policy: bundle %s: %s must yield a decision for any input: %w", bundle.ErrInvalid, b.Revision, Query, err)
 	}
 	return e, nil
 }
+
 
 // PolicyVersion returns the bundle's revision.
 func (e *Engine) PolicyVersion() string { return e.revision }

@@ -3,26 +3,64 @@ package policy_test
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/tester"
 
+	"github.com/gatehouse/gatehouse/services/pdp/internal/bundle"
+	"github.com/gatehouse/gatehouse/services/pdp/internal/bundle/bundletest"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/decision"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/policy"
 )
 
-// policyDir is the repository's policy bundle.
-const policyDir = "../../../../policies"
+const (
+	// policyDir is the repository's policy bundle.
+	policyDir = "../../../../policies"
+	// demoKeyDir holds the demo signing key the repository's bundle is
+	// signed with.
+	demoKeyDir = "../../../../deploy/policy-signing"
+)
+
+// compileDir signs the directory bundle dir with the test key, opens and
+// compiles it: the path every bundle takes before it decides.
+func compileDir(tb testing.TB, dir string) (*policy.Engine, error) {
+	tb.Helper()
+	kp := bundletest.Shared(tb)
+	tarball, err := bundle.Build(dir, kp.Signer)
+	if err != nil {
+		return nil, err
+	}
+	b, err := bundle.Open(tarball, kp.Verifier)
+	if err != nil {
+		return nil, err
+	}
+	return policy.Compile(tb.Context(), b)
+}
+
+// mustCompileDir is compileDir for bundles that must compile.
+func mustCompileDir(tb testing.TB, dir string) *policy.Engine {
+	tb.Helper()
+	e, err := compileDir(tb, dir)
+	if err != nil {
+		tb.Fatalf("compile %s: %v", dir, err)
+	}
+	return e
+}
 
 // TestRegoPolicies runs the bundle's own Rego tests (the ones `opa test
 // policies/` runs), so `go test` covers them too.
 func TestRegoPolicies(t *testing.T) {
 	t.Parallel()
-	modules, store, err := tester.Load([]string{policyDir}, nil)
+	// .signatures.json is the bundle's signature, not data.
+	notSignatures := func(_ string, info fs.FileInfo, _ int) bool { return info.Name() == ".signatures.json" }
+	modules, store, err := tester.Load([]string{policyDir}, notSignatures)
 	if err != nil {
 		t.Fatalf("load policies: %v", err)
 	}
@@ -48,18 +86,41 @@ func TestRegoPolicies(t *testing.T) {
 	}
 }
 
-func TestLoadRepositoryBundle(t *testing.T) {
+func TestCompileRepositoryBundle(t *testing.T) {
 	t.Parallel()
-	e, err := policy.Load(t.Context(), policyDir)
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
+	e := mustCompileDir(t, policyDir)
 	if got := e.PolicyVersion(); got == "" {
 		t.Error("PolicyVersion is empty, want the .manifest revision")
 	}
 }
 
-func TestLoadFails(t *testing.T) {
+// TestRepositoryBundleIsSigned checks that the committed
+// .signatures.json is fresh: the policies as committed verify with the
+// demo key (re-sign with SignDir after changing them).
+func TestRepositoryBundleIsSigned(t *testing.T) {
+	t.Parallel()
+	pub, err := os.ReadFile(demoKeyDir + "/demo.pub.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := bundle.NewVerifier("gatehouse-demo", pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.LoadDir(policyDir, v)
+	if err != nil {
+		t.Fatalf("LoadDir(policies) with the demo key: %v (re-sign policies/ after changing it)", err)
+	}
+	e, err := policy.Compile(t.Context(), b)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	if e.PolicyVersion() != b.Revision || b.SigningKeyID != "gatehouse-demo" {
+		t.Errorf("PolicyVersion %q, key %q; want %q, gatehouse-demo", e.PolicyVersion(), b.SigningKeyID, b.Revision)
+	}
+}
+
+func TestCompileFails(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
@@ -72,19 +133,69 @@ func TestLoadFails(t *testing.T) {
 		{"syntax error", "testdata/syntax", "read bundle"},
 		{"forbidden builtin", "testdata/httpsend", "http.send"},
 		{"decision undefined", "testdata/undefined", "must yield a decision"},
+		{"decision rule missing", "testdata/nodecision", "must yield a decision"},
 		{"policy claims indeterminate", "testdata/indeterminate", "must yield a decision"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e, err := policy.Load(t.Context(), tc.dir)
+			e, err := compileDir(t, tc.dir)
 			if err == nil {
-				t.Fatalf("Load(%s) = %v, nil; want an error", tc.dir, e)
+				t.Fatalf("compile %s = %v, nil; want an error", tc.dir, e)
+			}
+			if !errors.Is(err, bundle.ErrInvalid) {
+				t.Errorf("compile %s error = %q, want it to wrap bundle.ErrInvalid", tc.dir, err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Load(%s) error = %q, want it to mention %q", tc.dir, err, tc.want)
+				t.Errorf("compile %s error = %q, want it to mention %q", tc.dir, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestCompileRefusesNoBundle(t *testing.T) {
+	t.Parallel()
+	for _, b := range []*bundle.Bundle{nil, {Revision: "r1"}} {
+		if e, err := policy.Compile(t.Context(), b); !errors.Is(err, bundle.ErrInvalid) {
+			t.Errorf("Compile(%+v) = %v, %v; want bundle.ErrInvalid", b, e, err)
+		}
+	}
+}
+
+func TestCompileCancelled(t *testing.T) {
+	t.Parallel()
+	b := bundletest.Open(t, "testdata/badshape")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	e, err := policy.Compile(ctx, b)
+	if err == nil {
+		t.Fatalf("Compile = %v, nil; want the context's error", e)
+	}
+	if errors.Is(err, bundle.ErrInvalid) {
+		t.Errorf("Compile error = %q: a cancelled compile says nothing about the bundle", err)
+	}
+}
+
+// TestCompileSameBundleConcurrently: a verified bundle may be compiled
+// again (another replica's rollout, a shadow engine) while in use.
+func TestCompileSameBundleConcurrently(t *testing.T) {
+	t.Parallel()
+	b := bundletest.Open(t, policyDir)
+	var wg sync.WaitGroup
+	engines := make([]*policy.Engine, 4)
+	errs := make([]error, len(engines))
+	for i := range engines {
+		wg.Go(func() { engines[i], errs[i] = policy.Compile(t.Context(), b) })
+	}
+	wg.Wait()
+	for i, e := range engines {
+		if errs[i] != nil {
+			t.Fatalf("Compile #%d: %v", i, errs[i])
+		}
+		d, err := e.Evaluate(t.Context(), request("invoice:write"))
+		if err != nil || d.PolicyVersion != b.Revision {
+			t.Errorf("engine #%d Evaluate = %+v, %v; want a decision at %s", i, d, err, b.Revision)
+		}
 	}
 }
 
@@ -100,10 +211,7 @@ func request(action string) decision.Request {
 
 func TestEvaluateRejectsMalformedAnswers(t *testing.T) {
 	t.Parallel()
-	e, err := policy.Load(t.Context(), "testdata/badshape")
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
+	e := mustCompileDir(t, "testdata/badshape")
 	for _, action := range []string{"bad:state", "bad:code", "bad:message", "bad:scopes", "bad:obligation", "bad:param", "bad:object"} {
 		t.Run(action, func(t *testing.T) {
 			t.Parallel()
@@ -123,10 +231,7 @@ func TestEvaluateRejectsMalformedAnswers(t *testing.T) {
 
 func TestEvaluateObligations(t *testing.T) {
 	t.Parallel()
-	e, err := policy.Load(t.Context(), "testdata/badshape")
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
+	e := mustCompileDir(t, "testdata/badshape")
 	d, err := e.Evaluate(t.Context(), request("good:obligation"))
 	if err != nil {
 		t.Fatalf("Evaluate: %v", err)
@@ -142,10 +247,7 @@ func TestEvaluateObligations(t *testing.T) {
 
 func TestEvaluateHonoursDeadline(t *testing.T) {
 	t.Parallel()
-	e, err := policy.Load(t.Context(), "testdata/slow")
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
+	e := mustCompileDir(t, "testdata/slow")
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -194,10 +296,7 @@ func TestInput(t *testing.T) {
 
 func TestEvaluateRepositoryBundle(t *testing.T) {
 	t.Parallel()
-	e, err := policy.Load(t.Context(), policyDir)
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
+	e := mustCompileDir(t, policyDir)
 	client := decision.Request{
 		Principal: decision.Principal{Subject: "reporting-job", ClientID: "reporting-job", Tenant: "acme", Scopes: []string{"invoice:read"}},
 		Action:    "invoice:write",
@@ -218,10 +317,7 @@ func TestEvaluateRepositoryBundle(t *testing.T) {
 // BenchmarkEvaluate measures one policy evaluation of an allowed user
 // request (input conversion, Rego, result parsing).
 func BenchmarkEvaluate(b *testing.B) {
-	e, err := policy.Load(b.Context(), policyDir)
-	if err != nil {
-		b.Fatalf("Load: %v", err)
-	}
+	e := mustCompileDir(b, policyDir)
 	req := decision.Request{
 		Principal: decision.Principal{Subject: "bob", ClientID: "invoice-web", Tenant: "acme",
 			Roles: []string{"billing_viewer"}, Scopes: []string{"invoice:read", "openid"}},
