@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -57,7 +58,8 @@ func invalid(field, problem string) error {
 // Normalize validates req and returns its normalized form, which is what
 // policies see: action and resource type lowercased, roles and scopes
 // deduplicated and sorted, an empty resource tenant replaced by the
-// principal's tenant. req itself is not modified.
+// principal's tenant, the request time truncated to the second. req itself
+// is not modified.
 //
 // principal.subject, principal.tenant, action and resource.type are
 // required; a missing one is reported (as ErrMissingAttribute) before any
@@ -136,6 +138,9 @@ func Normalize(req Request) (Request, error) {
 	if err := checkAttributes(req.Resource.Attributes); err != nil {
 		return Request{}, err
 	}
+	// Policies decide at the second (auth_time is in seconds too); the
+	// decision cache relies on it.
+	req.Context.Time = req.Context.Time.Truncate(time.Second)
 	return req, nil
 }
 
