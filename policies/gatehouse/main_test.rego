@@ -79,8 +79,29 @@ test_scope_catalog_describes_every_scope if {
 		"openid", "profile", "offline_access",
 		"invoice:read", "invoice:write", "invoice:approve",
 		"support:read", "support:impersonate",
+		"policy:admin", "keys:admin", "revocations:read",
 	}
 	every _, s in data.gatehouse.scopes {
 		s.description != ""
+	}
+}
+
+test_catalog_defines_every_granted_action if {
+	defined := object.keys(data.gatehouse.actions)
+	every _, s in data.gatehouse.scopes {
+		every a in s.operations {
+			a in defined
+		}
+	}
+	every _, r in data.gatehouse.roles {
+		every a in r.permissions {
+			a in defined
+		}
+	}
+}
+
+test_dispatched_actions_are_catalog_actions if {
+	every a in data.gatehouse.invoice.actions {
+		a in object.keys(data.gatehouse.actions)
 	}
 }

@@ -4,8 +4,9 @@
 #
 #   1. tenant: the invoice's tenant equals the principal's tenant, else
 #      deny tenant_mismatch;
-#   2. scope: the token carries every scope the action needs, else deny
-#      insufficient_scope (with required_scopes);
+#   2. scope: the token carries a scope that grants the action (a scope of
+#      the catalog, data.gatehouse.scopes, whose operations include it), else
+#      deny insufficient_scope, naming the granting scopes in required_scopes;
 #   3. role: a user needs a role whose permissions (data.gatehouse.roles)
 #      include the action, else deny role_not_permitted. A client acting for
 #      itself (subject == client_id, RFC 9068 section 2.2, client_credentials)
@@ -17,19 +18,22 @@ package gatehouse.invoice
 
 import data.gatehouse.outcome
 
-# action_scopes maps each action this package decides to the token scopes
-# it needs.
-action_scopes := {
-	"invoice:read": ["invoice:read"],
-	"invoice:write": ["invoice:write"],
-}
+# actions are the actions gatehouse.main routes to this package. The catalog
+# (data.gatehouse.actions) also defines invoice:approve, which no rule decides
+# yet: it stays not_applicable.
+actions := {"invoice:read", "invoice:write"}
 
-# actions are the actions gatehouse.main routes to this package.
-actions := object.keys(action_scopes)
+# granting_scopes are the catalog's scopes whose operations include the
+# requested action, sorted. An action no scope grants has none, and then no
+# token carries the scope it needs (fail closed).
+granting_scopes := sort([name |
+	some name, scope in data.gatehouse.scopes
+	input.action in scope.operations
+])
 
 decision := outcome.deny("tenant_mismatch", "the invoice belongs to another tenant") if {
 	not tenant_ok
-} else := outcome.deny_scope(action_scopes[input.action]) if {
+} else := outcome.deny_scope(granting_scopes) if {
 	not scope_ok
 } else := outcome.deny("role_not_permitted", "none of the principal's roles grants this action") if {
 	not role_ok
@@ -45,10 +49,8 @@ tenant_ok if {
 }
 
 scope_ok if {
-	needed := action_scopes[input.action]
-	every scope in needed {
-		scope in input.principal.scopes
-	}
+	some scope in input.principal.scopes
+	input.action in data.gatehouse.scopes[scope].operations
 }
 
 # A client acting for itself is authorized by tenant and scope alone.

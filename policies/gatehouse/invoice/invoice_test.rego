@@ -189,3 +189,46 @@ test_order_scope_before_role if {
 test_order_tenant_before_role if {
 	decide(object.union(carol, {"roles": []}), "invoice:read", acme_invoice).reason_code == "tenant_mismatch"
 }
+
+# --- the scope an action needs comes from the catalog (data.gatehouse.scopes) ---
+
+test_deny_oidc_scopes_grant_no_action if {
+	p := object.union(bob, {"scopes": ["openid", "profile", "offline_access"]})
+	d := decide(p, "invoice:read", acme_invoice)
+	d.reason_code == "insufficient_scope"
+	d.required_scopes == ["invoice:read"]
+}
+
+test_deny_scope_of_another_action if {
+	p := object.union(alice, {"scopes": ["invoice:approve", "support:read"]})
+	decide(p, "invoice:write", acme_invoice).reason_code == "insufficient_scope"
+}
+
+# A catalog where a broad scope grants several actions.
+broad_catalog := object.union(data.gatehouse.scopes, {"invoice:all": {
+	"description": "Everything about invoices.",
+	"operations": ["invoice:read", "invoice:write"],
+}})
+
+test_allow_any_granting_scope_suffices if {
+	p := object.union(billing_bot, {"scopes": ["invoice:all"]})
+	d := main.decision with input as req(p, "invoice:write", acme_invoice)
+		with data.gatehouse.scopes as broad_catalog
+	d.decision == "allow"
+}
+
+test_deny_names_every_granting_scope_sorted if {
+	d := main.decision with input as req(reporting_job, "invoice:write", acme_invoice)
+		with data.gatehouse.scopes as broad_catalog
+	d.reason_code == "insufficient_scope"
+	d.required_scopes == ["invoice:all", "invoice:write"]
+}
+
+test_deny_action_no_scope_grants if {
+	# Fail closed: with no scope granting invoice:write, no token has it.
+	d := main.decision with input as req(billing_bot, "invoice:write", acme_invoice)
+		with data.gatehouse.scopes as object.remove(data.gatehouse.scopes, ["invoice:write"])
+	d.decision == "deny"
+	d.reason_code == "insufficient_scope"
+	d.required_scopes == []
+}
