@@ -52,15 +52,23 @@ $(BIN)/golangci-lint:
 .PHONY: tools
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/opa $(BIN)/golangci-lint ## Install the pinned tools into ./bin.
 
+# The demo policy signing key (deploy/policy-signing): anyone can sign with it,
+# so only the demo and the tests trust it.
+POLICY_SIGNING_KEY    ?= deploy/policy-signing/demo.key.pem
+POLICY_SIGNING_KEY_ID ?= gatehouse-demo
+GENERATED             := proto/gen policies/.signatures.json docs/permissions.md
+
 .PHONY: generate
-generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go ## Regenerate Go code from proto/.
+generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go ## Regenerate Go code from proto/, docs/permissions.md from the catalog, and re-sign policies/.
 	cd proto && $(BIN)/buf generate
+	cd services/pdp && go run ./cmd/permdoc -catalog ../../policies/gatehouse/data.json -o ../../docs/permissions.md
+	cd services/pdp && go run ./cmd/gatehouse policy sign -dir ../../policies -signing-key ../../$(POLICY_SIGNING_KEY) -key-id $(POLICY_SIGNING_KEY_ID)
 
 .PHONY: check-generated
-check-generated: generate ## Fail when the committed generated code is stale.
-	@if [ -n "$$(git status --porcelain -- proto/gen)" ]; then \
-		git status --porcelain -- proto/gen; \
-		echo "generated code is stale: run 'make generate' and commit the result" >&2; exit 1; fi
+check-generated: generate ## Fail when committed generated files (code, permissions doc, policy signature) are stale.
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+		git status --porcelain -- $(GENERATED); \
+		echo "generated files are stale: run 'make generate' and commit the result" >&2; exit 1; fi
 
 .PHONY: proto-check
 proto-check: $(BIN)/buf ## buf lint, and buf breaking against the main branch.

@@ -43,7 +43,7 @@ func TestDemoServesTheFlowWithOneTrace(t *testing.T) {
 	var banner bytes.Buffer
 	done := make(chan error, 1)
 	// Ports offset by 10000, so the test runs beside a demo or compose stack.
-	opts := options{policyDir: "../../policies", verbose: true, ports: defaultPorts(), portOffset: 10000}
+	opts := options{policyDir: "../../policies", bundleKey: "../policy-signing/demo.pub.pem", bundleKeyID: "gatehouse-demo", verbose: true, ports: defaultPorts(), portOffset: 10000}
 	go func() { done <- run(ctx, &banner, &logs, opts) }()
 	t.Cleanup(func() {
 		cancel()

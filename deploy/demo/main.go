@@ -29,8 +29,10 @@ import (
 
 func main() {
 	opts := options{ports: defaultPorts()}
-	flag.StringVar(&opts.policyDir, "policy-dir", "policies", "the policy bundle directory")
-	flag.BoolVar(&opts.verbose, "v", false, "log every request (JSON on stderr)")
+	flag.StringVar(&opts.policyDir, "policy-dir", "policies", "the signed policy bundle directory")
+	flag.StringVar(&opts.bundleKey, "bundle-verification-key", "deploy/policy-signing/demo.pub.pem", "public key that verifies policy bundle signatures")
+	flag.StringVar(&opts.bundleKeyID, "bundle-verification-key-id", "gatehouse-demo", "key id bundle signatures must name")
+	flag.BoolVar(&opts.verbose, "v", false, "log every request and decision (JSON on stderr)")
 	flag.IntVar(&opts.portOffset, "port-offset", 0, "add this to every port (to run beside another Gatehouse)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,16 +60,20 @@ func defaultPorts() ports {
 type ports struct{ Gateway, Issuer, PDP, Invoice, Support int }
 
 type options struct {
-	policyDir  string
-	verbose    bool
-	ports      ports
-	portOffset int
+	policyDir   string
+	bundleKey   string
+	bundleKeyID string
+	verbose     bool
+	ports       ports
+	portOffset  int
 }
 
 func run(ctx context.Context, stdout, stderr io.Writer, opts options) error {
 	level := slog.LevelWarn
 	if opts.verbose {
-		level = slog.LevelInfo
+		// Debug: the PDP logs each decision at debug level (the decision
+		// log proper is its audit chain).
+		level = slog.LevelDebug
 	}
 	p := opts.ports
 	p.Gateway, p.Issuer, p.PDP, p.Invoice, p.Support = p.Gateway+opts.portOffset, p.Issuer+opts.portOffset,
@@ -85,7 +91,8 @@ func run(ctx context.Context, stdout, stderr io.Writer, opts options) error {
 	)
 	services := []service{
 		{"issuer", []string{"-store=memory", "-demo", addr(p.Issuer), issuerFlag, "-scope-catalog=" + filepath.Join(opts.policyDir, "gatehouse", "data.json")}, func(ctx context.Context, l *slog.Logger) error { return issuerapp.Run(ctx, issuerCfg, l) }, issuerCfg.RegisterFlags},
-		{"pdp", []string{"-policy-dir=" + opts.policyDir, addr(p.PDP)}, func(ctx context.Context, l *slog.Logger) error { return pdpapp.Run(ctx, pdpCfg, l) }, pdpCfg.RegisterFlags},
+		{"pdp", []string{"-store=memory", "-policy-dir=" + opts.policyDir, addr(p.PDP), issuerFlag,
+			"-bundle-verification-key=" + opts.bundleKey, "-bundle-verification-key-id=" + opts.bundleKeyID}, func(ctx context.Context, l *slog.Logger) error { return pdpapp.Run(ctx, pdpCfg, l) }, pdpCfg.RegisterFlags},
 		{"invoice", []string{"-store=memory", "-demo", addr(p.Invoice), issuerFlag, pdpFlag}, func(ctx context.Context, l *slog.Logger) error { return invoiceapp.Run(ctx, invoiceCfg, l) }, invoiceCfg.RegisterFlags},
 		{"support", []string{addr(p.Support)}, func(ctx context.Context, l *slog.Logger) error { return supportapp.Run(ctx, supportCfg, l) }, supportCfg.RegisterFlags},
 		{"gateway", []string{addr(p.Gateway), issuerFlag, pdpFlag, "-invoice-url=" + local(p.Invoice)}, func(ctx context.Context, l *slog.Logger) error { return gatewayapp.Run(ctx, gatewayCfg, l) }, gatewayCfg.RegisterFlags},

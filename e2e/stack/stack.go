@@ -124,7 +124,10 @@ func Start(ctx context.Context) (s *Stack, err error) {
 			"GATEHOUSE_ISSUER_ISSUER":       IssuerID,
 			"GATEHOUSE_ISSUER_DATABASE_URL": dsn("issuer"),
 		}},
-		{name: "pdp", image: "gatehouse/pdp:" + tag, port: "8081/tcp"},
+		{name: "pdp", image: "gatehouse/pdp:" + tag, port: "8081/tcp", env: pdpEnv(dsn("pdp"))},
+		// A second PDP replica on the same database: rollouts must reach
+		// every replica. Only the tests call it; services use "pdp".
+		{name: "pdp2", image: "gatehouse/pdp:" + tag, port: "8081/tcp", env: pdpEnv(dsn("pdp"))},
 		{name: "invoice", image: "gatehouse/invoice:" + tag, port: "8091/tcp", env: map[string]string{
 			"GATEHOUSE_INVOICE_DEMO":         "true",
 			"GATEHOUSE_INVOICE_DATABASE_URL": dsn("invoice"),
@@ -169,6 +172,17 @@ func Start(ctx context.Context) (s *Stack, err error) {
 	return s, nil
 }
 
+// pdpEnv configures a PDP replica: the shared database, the demo bundle
+// verification key baked into the image, and the issuer for admin tokens.
+func pdpEnv(dsn string) map[string]string {
+	return map[string]string{
+		"GATEHOUSE_PDP_DATABASE_URL":               dsn,
+		"GATEHOUSE_PDP_BUNDLE_VERIFICATION_KEY":    "/policy-signing/demo.pub.pem",
+		"GATEHOUSE_PDP_BUNDLE_VERIFICATION_KEY_ID": "gatehouse-demo",
+		"GATEHOUSE_PDP_ISSUER":                     IssuerID,
+	}
+}
+
 // container returns the container of a service of the stack.
 func (s *Stack) container(name string) (*testcontainers.DockerContainer, error) {
 	c, ok := s.containers[name]
@@ -190,6 +204,26 @@ func (s *Stack) endpoint(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("%s port: %w", name, err)
 	}
 	return "http://" + net.JoinHostPort(host, port.Port()), nil
+}
+
+// URL is the http:// base URL, reachable from the host, of one of the
+// stack's services (its published port), e.g. URL(ctx, "pdp2").
+func (s *Stack) URL(ctx context.Context, name string) (string, error) {
+	if _, err := s.container(name); err != nil {
+		return "", err
+	}
+	return s.endpoint(ctx, name)
+}
+
+// DatabaseURL is a DSN for one of the stack's databases (issuer, pdp,
+// invoice, support), reachable from the host: for tools such as
+// `gatehouse audit verify`.
+func (s *Stack) DatabaseURL(ctx context.Context, db string) (string, error) {
+	base, err := s.endpoint(ctx, "postgres")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("postgres://postgres:%s@%s/%s?sslmode=disable", dbPassword, strings.TrimPrefix(base, "http://"), db), nil
 }
 
 // HTTPClient returns a client for the host that reaches the stack's services

@@ -1,13 +1,13 @@
-// Package app wires the PDP: it loads the policy bundle, builds the decision
-// service and serves gatehouse.authz.v1.DecisionService with health and
-// metrics endpoints. It is the PDP's one wiring point, used by cmd/pdp and by
-// the one-process demo.
+// Package app wires the PDP: it verifies and loads the signed policy bundle,
+// opens the policy store and the decision log, starts the rollout manager
+// and the shadow evaluator, and serves gatehouse.authz.v1.DecisionService
+// and PolicyAdminService with health and metrics endpoints. It is the PDP's
+// one wiring point, used by cmd/pdp and by the one-process demo.
 package app
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,114 +15,292 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/libs/accesstoken"
+	"github.com/gatehouse/gatehouse/libs/audit"
+	auditmemory "github.com/gatehouse/gatehouse/libs/audit/memory"
+	auditpostgres "github.com/gatehouse/gatehouse/libs/audit/postgres"
+	libpostgres "github.com/gatehouse/gatehouse/libs/postgres"
 	"github.com/gatehouse/gatehouse/libs/serve"
 	"github.com/gatehouse/gatehouse/libs/telemetry"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1/authzv1connect"
+	"github.com/gatehouse/gatehouse/services/pdp/internal/adminrpc"
+	"github.com/gatehouse/gatehouse/services/pdp/internal/bundle"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/decision"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/decisionrpc"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/policy"
+	"github.com/gatehouse/gatehouse/services/pdp/internal/policystore"
+	policymemory "github.com/gatehouse/gatehouse/services/pdp/internal/policystore/memory"
+	policypostgres "github.com/gatehouse/gatehouse/services/pdp/internal/policystore/postgres"
+	"github.com/gatehouse/gatehouse/services/pdp/internal/rollout"
 )
 
 // ServiceName names the PDP in logs, traces, metrics and environment
 // variables (GATEHOUSE_PDP_<FLAG>).
 const ServiceName = "pdp"
 
-// shutdownTimeout bounds flushing telemetry on Close.
-const shutdownTimeout = 5 * time.Second
+// instrumentation names the PDP's meter and tracer.
+const instrumentation = "github.com/gatehouse/gatehouse/services/pdp"
 
-// Config is the PDP's configuration. The PDP keeps no state of its own yet,
-// so it has no store or database settings.
-type Config struct {
-	// HTTPAddr is the listen address for Connect, gRPC, health and metrics.
-	HTTPAddr string
-	// PolicyDir is the OPA bundle directory (with a .manifest) to load.
-	PolicyDir string
-	// EvalTimeout bounds one policy evaluation; a slower one is INDETERMINATE.
-	EvalTimeout time.Duration
-	// Telemetry selects the trace exporter (flags otel-*).
-	Telemetry telemetry.Config
-}
+// shutdownTimeout bounds draining the shadow queue and the decision log,
+// and flushing telemetry, on Close.
+const shutdownTimeout = 10 * time.Second
 
-// RegisterFlags binds c's fields to flags on fs, with the PDP's defaults.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.HTTPAddr, "http-addr", ":8081", "listen address (Connect, gRPC, /healthz, /readyz, /metrics)")
-	fs.StringVar(&c.PolicyDir, "policy-dir", "policies", "OPA bundle directory holding .manifest, Rego policies and data")
-	fs.DurationVar(&c.EvalTimeout, "eval-timeout", 100*time.Millisecond, "maximum time for one policy evaluation; slower is INDETERMINATE")
-	c.Telemetry.RegisterFlags(fs)
-}
+// jwksTimeout bounds one fetch of the issuer's JWKS.
+const jwksTimeout = 5 * time.Second
+
+// bootstrapActor is who the PDP records as having activated the bundle it
+// started with, when the shared state had none.
+const bootstrapActor = "pdp:bootstrap"
 
 // App is a running PDP's components.
 type App struct {
-	tel     *telemetry.Telemetry
-	handler http.Handler
+	tel      *telemetry.Telemetry
+	pool     *pgxpool.Pool
+	recorder *audit.Recorder
+	manager  *rollout.Manager
+	shadower *rollout.Shadower
+	stop     context.CancelFunc
+	handler  http.Handler
 }
 
-// New loads and compiles the policy bundle and wires the PDP. It fails when
-// the bundle is missing, has no revision, does not compile, or its
-// decision rule does not answer with a well-formed decision.
-func New(ctx context.Context, cfg Config, logger *slog.Logger) (*App, error) {
-	if cfg.PolicyDir == "" {
-		return nil, errors.New("pdp: policy-dir is required")
-	}
-	if cfg.EvalTimeout <= 0 {
-		return nil, fmt.Errorf("pdp: eval-timeout must be positive, got %s", cfg.EvalTimeout)
-	}
-	engine, err := policy.Load(ctx, cfg.PolicyDir)
-	if err != nil {
+// New verifies and compiles the policy bundle in cfg.PolicyDir, opens the
+// stores, and wires the PDP. It fails when the bundle is unsigned or
+// wrongly signed, has no revision, does not compile, or its decision rule
+// does not answer with a well-formed decision.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err error) {
+	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("pdp: %w", err)
 	}
+	keyPEM, err := os.ReadFile(cfg.BundleKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("pdp: bundle verification key: %w", err)
+	}
+	verifier, err := bundle.NewVerifier(cfg.BundleKeyID, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("pdp: bundle verification key: %w", err)
+	}
+	initial, err := bundle.LoadDir(cfg.PolicyDir, verifier)
+	if err != nil {
+		return nil, fmt.Errorf("pdp: policy-dir %s: %w", cfg.PolicyDir, err)
+	}
+	if _, err := policy.Compile(ctx, initial); err != nil {
+		return nil, fmt.Errorf("pdp: policy-dir %s: %w", cfg.PolicyDir, err)
+	}
+
 	cfg.Telemetry.ServiceName = ServiceName
 	tel, err := telemetry.New(ctx, cfg.Telemetry, os.Stdout)
 	if err != nil {
 		return nil, fmt.Errorf("pdp: %w", err)
 	}
-	a, err := wire(engine, cfg, logger, tel)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("pdp: %w", err), tel.Shutdown(ctx))
-	}
-	logger.InfoContext(ctx, "policy loaded",
-		slog.String("policy_dir", cfg.PolicyDir), slog.String("policy_version", engine.PolicyVersion()))
-	return a, nil
-}
+	a = &App{tel: tel}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.stop = stop
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("pdp: %w", err), a.Close())
+			a = nil
+		}
+	}()
+	meter := tel.MeterProvider().Meter(instrumentation)
 
-func wire(engine *policy.Engine, cfg Config, logger *slog.Logger, tel *telemetry.Telemetry) (*App, error) {
-	svc, err := decision.NewService(engine, cfg.EvalTimeout, logger,
-		tel.MeterProvider().Meter("github.com/gatehouse/gatehouse/services/pdp"))
+	policies, decisionLog, err := a.openStores(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
+	if a.recorder, err = audit.NewRecorder(decisionLog, audit.RecorderOptions{
+		QueueSize: cfg.DecisionLogQueue, Meter: meter, Logger: logger,
+	}); err != nil {
+		return nil, err
+	}
+
+	var cache *decision.Cache
+	if cfg.CacheSize > 0 {
+		if cache, err = decision.NewCache(cfg.CacheSize); err != nil {
+			return nil, err
+		}
+	}
+	load := func(ctx context.Context, b policystore.Bundle) (decision.Evaluator, error) {
+		opened, err := bundle.Open(b.Tarball, verifier)
+		if err != nil {
+			return nil, err
+		}
+		if opened.Revision != b.Revision {
+			return nil, fmt.Errorf("stored bundle %q holds revision %q", b.Revision, opened.Revision)
+		}
+		return policy.Compile(ctx, opened)
+	}
+	if a.manager, err = rollout.NewManager(policies, load, rollout.Options{
+		Logger: logger, Meter: meter, PollInterval: cfg.RolloutPoll,
+		OnChange: func(r policystore.Rollout) {
+			if cache != nil {
+				cache.Purge()
+			}
+			logger.Info("policy state changed", slog.Int64("generation", r.Generation), slog.String("active", r.Active),
+				slog.String("candidate", r.Candidate), slog.String("mode", string(r.Mode)), slog.Int("canary_percent", r.CanaryPercent))
+		},
+	}); err != nil {
+		return nil, err
+	}
+	if err := bootstrap(ctx, a.manager, policies, verifier, initial); err != nil {
+		return nil, err
+	}
+	if err := a.manager.Start(runCtx); err != nil {
+		return nil, err
+	}
+	if a.shadower, err = rollout.NewShadower(policies, a.recorder, rollout.ShadowOptions{
+		QueueSize: cfg.ShadowQueue, EvalTimeout: cfg.EvalTimeout, Logger: logger, Meter: meter,
+	}); err != nil {
+		return nil, err
+	}
+	svc, err := decision.NewService(decision.Options{
+		Router: a.manager, Shadower: a.shadower, Audit: a.recorder, Cache: cache,
+		Timeout: cfg.EvalTimeout, Logger: logger, Meter: meter, Tracer: tel.Tracer(instrumentation),
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	jwksURL := cfg.JWKSURL
+	if jwksURL == "" {
+		jwksURL = cfg.Issuer + "/.well-known/jwks.json"
+	}
+	jwks, err := accesstoken.NewJWKS(accesstoken.JWKSConfig{
+		URL:    jwksURL,
+		Client: &http.Client{Timeout: jwksTimeout, Transport: tel.Transport(http.DefaultTransport)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := accesstoken.NewVerifier(accesstoken.Config{Issuer: cfg.Issuer, Audience: cfg.AdminAudience, Keys: jwks})
+	if err != nil {
+		return nil, err
+	}
+	admin, err := adminrpc.NewHandler(adminrpc.Deps{
+		Store: policies, Local: a.manager, Check: checker{verifier: verifier},
+		Auth: tokens, Audit: a.recorder, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	otel, err := tel.ConnectInterceptor()
 	if err != nil {
 		return nil, fmt.Errorf("connect interceptor: %w", err)
 	}
-
 	mux := http.NewServeMux()
 	mux.Handle(authzv1connect.NewDecisionServiceHandler(decisionrpc.NewHandler(svc),
 		connect.WithInterceptors(otel),
 		connect.WithReadMaxBytes(decisionrpc.MaxRequestBytes),
 	))
-	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{
-		"policy": func(context.Context) error {
-			if engine.PolicyVersion() == "" {
-				return errors.New("no policy loaded")
-			}
-			return nil
-		},
-	})
+	mux.Handle(authzv1connect.NewPolicyAdminServiceHandler(admin,
+		connect.WithInterceptors(otel),
+		connect.WithReadMaxBytes(adminrpc.MaxRequestBytes),
+	))
+	checks := map[string]serve.ReadyFunc{"policy": func(context.Context) error { return a.manager.Ready() }}
+	if a.pool != nil {
+		checks["postgres"] = a.pool.Ping
+	}
+	serve.MountHealth(mux, logger, checks)
 	mux.Handle("GET /metrics", tel.MetricsHandler())
-	return &App{tel: tel, handler: mux}, nil
+	a.handler = mux
+
+	logger.InfoContext(ctx, "policy loaded", slog.String("policy_dir", cfg.PolicyDir),
+		slog.String("policy_dir_revision", initial.Revision), slog.String("active", a.manager.State().Active))
+	return a, nil
 }
 
-// Handler returns every route of the PDP: the DecisionService procedures,
-// /healthz, /readyz and /metrics.
+// openStores opens the policy store and the decision log on cfg's
+// backend: Postgres (both migrated, in one database), or memory (dev).
+func (a *App) openStores(ctx context.Context, cfg Config, logger *slog.Logger) (policystore.Store, audit.Store, error) {
+	if cfg.Store == StoreMemory {
+		logger.WarnContext(ctx, "DEV ONLY: memory store; bundles, rollout state and the decision log are lost on restart and not shared between replicas")
+		return policymemory.New(), auditmemory.New(), nil
+	}
+	pool, err := libpostgres.Open(ctx, cfg.DatabaseURL, libpostgres.WithLogger(logger))
+	if err != nil {
+		return nil, nil, err
+	}
+	a.pool = pool
+	if err := policypostgres.Migrate(ctx, pool); err != nil {
+		return nil, nil, err
+	}
+	if err := auditpostgres.Migrate(ctx, pool); err != nil {
+		return nil, nil, err
+	}
+	return policypostgres.New(pool), auditpostgres.New(pool), nil
+}
+
+// bootstrap stores the bundle the PDP started with and makes it active if
+// the shared state has none yet. A revision already stored with another
+// digest is accepted when both carry the same signed file hashes: the
+// same files, packed by another build (gzip output is not guaranteed to
+// be identical across Go versions). Other content under the same revision
+// stops the PDP: revisions are immutable, so bump it.
+func bootstrap(ctx context.Context, m *rollout.Manager, store policystore.Store, v *bundle.Verifier, initial *bundle.Bundle) error {
+	b := policystore.Bundle{
+		Revision: initial.Revision, Digest: initial.Digest, Tarball: initial.Tarball,
+		SigningKeyID: initial.SigningKeyID, UploadedBy: bootstrapActor,
+	}
+	err := m.Bootstrap(ctx, b, bootstrapActor)
+	if !errors.Is(err, policystore.ErrRevisionConflict) {
+		return err
+	}
+	stored, serr := store.Bundle(ctx, initial.Revision)
+	if serr != nil {
+		return errors.Join(err, serr)
+	}
+	opened, serr := bundle.Open(stored.Tarball, v)
+	if serr != nil || !bundle.SameFiles(opened, initial) {
+		return fmt.Errorf("policy-dir revision %s is stored with other content; bump the revision in .manifest: %w", initial.Revision, err)
+	}
+	return m.Bootstrap(ctx, stored, bootstrapActor)
+}
+
+// checker verifies and compiles pushed bundles for PolicyAdminService.
+type checker struct{ verifier *bundle.Verifier }
+
+// Check implements adminrpc.BundleChecker.
+func (c checker) Check(ctx context.Context, tarball []byte) (policystore.Bundle, error) {
+	b, err := bundle.Open(tarball, c.verifier)
+	if err != nil {
+		return policystore.Bundle{}, err
+	}
+	if _, err := policy.Compile(ctx, b); err != nil {
+		return policystore.Bundle{}, fmt.Errorf("%w: %w", bundle.ErrInvalid, err)
+	}
+	return policystore.Bundle{Revision: b.Revision, Digest: b.Digest, Tarball: b.Tarball, SigningKeyID: b.SigningKeyID}, nil
+}
+
+// Handler returns every route of the PDP: the DecisionService and
+// PolicyAdminService procedures, /healthz, /readyz and /metrics.
 func (a *App) Handler() http.Handler { return a.handler }
 
-// Close flushes and stops telemetry.
+// Close stops the rollout manager, drains the shadow queue and the
+// decision log into the store (nothing decided is lost on a graceful
+// shutdown), closes the database and flushes telemetry.
 func (a *App) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	return a.tel.Shutdown(ctx)
+	var errs []error
+	if a.stop != nil {
+		a.stop()
+	}
+	if a.manager != nil {
+		a.manager.Close()
+	}
+	if a.shadower != nil {
+		errs = append(errs, a.shadower.Close(ctx))
+	}
+	if a.recorder != nil {
+		errs = append(errs, a.recorder.Close(ctx))
+	}
+	if a.pool != nil {
+		a.pool.Close()
+	}
+	errs = append(errs, a.tel.Shutdown(ctx))
+	return errors.Join(errs...)
 }
 
 // Run serves the PDP on cfg.HTTPAddr until ctx is done.

@@ -33,6 +33,9 @@ func testConfig() app.Config {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	cfg.PolicyDir = policyDir
+	cfg.Store = app.StoreMemory
+	cfg.BundleKeyFile = "../../../deploy/policy-signing/demo.pub.pem"
+	cfg.BundleKeyID = "gatehouse-demo"
 	return cfg
 }
 
@@ -265,7 +268,13 @@ func TestNewFails(t *testing.T) {
 		want   string
 	}{
 		{"missing policy dir", func(c *app.Config) { c.PolicyDir = "testdata/no-such-dir" }, "testdata/no-such-dir"},
-		{"policy dir is not a bundle", func(c *app.Config) { c.PolicyDir = "." }, "no revision"},
+		{"policy dir is not a signed bundle", func(c *app.Config) { c.PolicyDir = "." }, "not signed"},
+		{"policy dir signed with another key", func(c *app.Config) { c.BundleKeyID = "another-key" }, "signature"},
+		{"no verification key", func(c *app.Config) { c.BundleKeyFile = "" }, "bundle-verification-key"},
+		{"unreadable verification key", func(c *app.Config) { c.BundleKeyFile = "testdata/no-such-key.pem" }, "bundle verification key"},
+		{"postgres without a database", func(c *app.Config) { c.Store = app.StorePostgres }, "database-url is required"},
+		{"unknown store", func(c *app.Config) { c.Store = "floppy" }, "store must be"},
+		{"slow rollout poll", func(c *app.Config) { c.RolloutPoll = 2 * time.Second }, "rollout-poll"},
 		{"empty policy dir", func(c *app.Config) { c.PolicyDir = "" }, "policy-dir is required"},
 		{"zero eval timeout", func(c *app.Config) { c.EvalTimeout = 0 }, "eval-timeout"},
 		{"unknown exporter", func(c *app.Config) { c.Telemetry.Exporter = "carrier-pigeon" }, "exporter"},
@@ -291,7 +300,12 @@ func TestRegisterFlagsDefaults(t *testing.T) {
 	t.Parallel()
 	var cfg app.Config
 	cfg.RegisterFlags(flag.NewFlagSet("pdp", flag.ContinueOnError))
-	want := app.Config{HTTPAddr: ":8081", PolicyDir: "policies", EvalTimeout: 100 * time.Millisecond, Telemetry: telemetry.Config{Exporter: "none"}}
+	want := app.Config{
+		HTTPAddr: ":8081", PolicyDir: "policies", Store: app.StorePostgres,
+		Issuer: "http://localhost:8080", AdminAudience: "gatehouse-pdp", EvalTimeout: 100 * time.Millisecond,
+		CacheSize: 10000, DecisionLogQueue: 8192, ShadowQueue: 4096, RolloutPoll: 500 * time.Millisecond,
+		Telemetry: telemetry.Config{Exporter: "none"},
+	}
 	if cfg != want {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
 	}

@@ -17,10 +17,15 @@ import (
 // checks a token's aud against it.
 const Audience = "gatehouse-api"
 
+// PDPAudience is the audience of tokens for the PDP's PolicyAdminService.
+const PDPAudience = "gatehouse-pdp"
+
 // Tenants of the demo.
 const (
 	TenantAcme   = "acme"
 	TenantGlobex = "globex"
+	// TenantPlatform is the operators' own tenant (policy administration).
+	TenantPlatform = "gatehouse"
 )
 
 // clientSpec is a demo client with its clear-text secret (demo only).
@@ -95,6 +100,20 @@ func clientSpecs() []clientSpec {
 				DisplayName: "Issuer administration",
 			},
 			secret: "issuer-admin-secret",
+		},
+		{
+			// Policy operators' tooling (the gatehouse CLI): pushes policy
+			// bundles and drives rollouts through the PDP's
+			// PolicyAdminService. Its tokens are for the PDP only.
+			Client: client.Client{
+				ID:          "policy-admin",
+				Tenant:      TenantPlatform,
+				GrantTypes:  []string{client.GrantClientCredentials},
+				Scopes:      []string{"policy:admin"},
+				Audiences:   []string{PDPAudience},
+				DisplayName: "Policy administration",
+			},
+			secret: "policy-admin-secret",
 		},
 	}
 }

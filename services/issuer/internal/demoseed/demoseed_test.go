@@ -27,6 +27,7 @@ func TestClientsMatchDesign(t *testing.T) {
 		grants, scopes     []string
 		redirects          []string
 		noAudience         bool
+		audience           string
 	}{
 		{id: "reporting-job", tenant: "acme", secret: "reporting-job-secret", grants: []string{"client_credentials"}, scopes: []string{"invoice:read"}},
 		{id: "billing-bot", tenant: "acme", secret: "billing-bot-secret", grants: []string{"client_credentials"}, scopes: []string{"invoice:read", "invoice:write"}},
@@ -38,18 +39,23 @@ func TestClientsMatchDesign(t *testing.T) {
 			redirects: []string{"http://127.0.0.1/callback"}},
 		{id: "gateway", secret: "gateway-secret", scopes: []string{"revocations:read"}, noAudience: true},
 		{id: "issuer-admin", secret: "issuer-admin-secret", scopes: []string{"keys:admin"}, noAudience: true},
+		{id: "policy-admin", tenant: "gatehouse", secret: "policy-admin-secret", grants: []string{"client_credentials"},
+			scopes: []string{"policy:admin"}, audience: demoseed.PDPAudience},
 	}
 	if len(clients) != len(want) {
 		t.Fatalf("%d demo clients, want %d", len(clients), len(want))
 	}
 	for i, w := range want {
 		c := clients[i]
+		if w.audience == "" {
+			w.audience = demoseed.Audience
+		}
 		t.Run(w.id, func(t *testing.T) {
 			t.Parallel()
 			if c.ID != w.id || c.Tenant != w.tenant || c.Public != w.public ||
 				!slices.Equal(c.GrantTypes, w.grants) || !slices.Equal(c.Scopes, w.scopes) ||
 				!slices.Equal(c.RedirectURIs, w.redirects) || (w.noAudience != (len(c.Audiences) == 0)) ||
-				(!w.noAudience && !slices.Equal(c.Audiences, []string{demoseed.Audience})) {
+				(!w.noAudience && !slices.Equal(c.Audiences, []string{w.audience})) {
 				t.Fatalf("client = %+v", c)
 			}
 			if w.public {
