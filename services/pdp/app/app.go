@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -133,6 +134,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 	}
 	if a.manager, err = rollout.NewManager(policies, load, rollout.Options{
 		Logger: logger, Meter: meter, PollInterval: cfg.RolloutPoll,
+		OnInit: func(ctx context.Context, r policystore.Rollout) {
+			// The first activation is a policy change like any other.
+			if err := a.recorder.Record(ctx, audit.Event{
+				Type: audit.TypePolicyChanged, Subject: bootstrapActor, Action: "policy:init",
+				Resource: "policy/" + r.Active, PolicyVersion: r.Active,
+				Attributes: map[string]string{"to": r.Active, "generation": strconv.FormatInt(r.Generation, 10)},
+			}); err != nil {
+				logger.ErrorContext(ctx, "policy initialization not recorded in the audit log", slog.Any("error", err))
+			}
+		},
 		OnChange: func(r policystore.Rollout) {
 			if cache != nil {
 				cache.Purge()

@@ -233,8 +233,12 @@ func TestEndpoints(t *testing.T) {
 	t.Parallel()
 	srv, _ := startPDP(t)
 	client := authzv1connect.NewDecisionServiceClient(srv.Client(), srv.URL)
-	if _, err := client.Check(t.Context(), connect.NewRequest(check(bob(), "invoice:read", invoice("acme")))); err != nil {
-		t.Fatalf("Check: %v", err)
+	// The same question twice in a row: a miss, then (almost always in the
+	// same second) a hit; either way both results are counted.
+	for range 2 {
+		if _, err := client.Check(t.Context(), connect.NewRequest(check(bob(), "invoice:read", invoice("acme")))); err != nil {
+			t.Fatalf("Check: %v", err)
+		}
 	}
 	tests := []struct {
 		path     string
@@ -242,10 +246,16 @@ func TestEndpoints(t *testing.T) {
 	}{
 		{"/healthz", "ok"},
 		{"/readyz", "ready"},
-		{"/metrics", "gatehouse_pdp_decisions"},
+		// The series docs/pdp.md documents.
+		{"/metrics", `gatehouse_pdp_decisions_total{decided_by="active",decision="allow"`},
+		{"/metrics", "gatehouse_pdp_decision_duration_seconds_bucket"},
+		{"/metrics", "gatehouse_pdp_cache_lookups_total"},
+		{"/metrics", "gatehouse_audit_queue_depth"},
+		{"/metrics", "gatehouse_pdp_rollout_generation"},
+		{"/metrics", "gatehouse_pdp_shadow_queue_depth"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.path, func(t *testing.T) {
+		t.Run(tc.path+" "+tc.wantBody, func(t *testing.T) {
 			t.Parallel()
 			resp, err := srv.Client().Get(srv.URL + tc.path)
 			if err != nil {

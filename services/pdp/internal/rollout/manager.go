@@ -66,6 +66,10 @@ type Options struct {
 	// with the state now served (the app purges its decision cache there).
 	// It runs on the sync goroutine and should return quickly.
 	OnChange func(policystore.Rollout)
+	// OnInit, when set, is called once Bootstrap has activated the initial
+	// bundle on a never-written state (only on the replica that won), with
+	// the state written: the app audits that first policy change there.
+	OnInit func(context.Context, policystore.Rollout)
 }
 
 // Manager keeps a replica's policy in step with the shared rollout state
@@ -189,6 +193,9 @@ func (m *Manager) Bootstrap(ctx context.Context, initial policystore.Bundle, act
 	case err == nil:
 		m.log.LogAttrs(ctx, slog.LevelInfo, "rollout initialized",
 			slog.String("active", st.Active), slog.Int64("generation", st.Generation))
+		if m.opts.OnInit != nil {
+			m.opts.OnInit(ctx, st)
+		}
 		return nil
 	case errors.Is(err, policystore.ErrStaleGeneration):
 		// Another replica initialized it meanwhile; its state wins.

@@ -175,7 +175,10 @@ func TestBootstrap(t *testing.T) {
 	t.Run("first start initializes", func(t *testing.T) {
 		t.Parallel()
 		store := memory.New()
-		m, _ := rollout.NewManager(store, newLoader().Load, rollout.Options{})
+		var inits []policystore.Rollout
+		m, _ := rollout.NewManager(store, newLoader().Load, rollout.Options{
+			OnInit: func(_ context.Context, r policystore.Rollout) { inits = append(inits, r) },
+		})
 		defer m.Close()
 		if err := m.Bootstrap(ctx, bundle("v1", "policy v1"), "pdp"); err != nil {
 			t.Fatal(err)
@@ -183,6 +186,13 @@ func TestBootstrap(t *testing.T) {
 		st, _ := store.Rollout(ctx)
 		if st.Generation != 1 || st.Active != "v1" || st.Mode != policystore.ModeNone || st.UpdatedBy != "pdp" {
 			t.Errorf("rollout = %+v", st)
+		}
+		if len(inits) != 1 || inits[0].Generation != 1 || inits[0].Active != "v1" {
+			t.Errorf("OnInit calls = %+v, want one with generation 1", inits)
+		}
+		// A second start finds the state written: no second init.
+		if err := m.Bootstrap(ctx, bundle("v1", "policy v1"), "pdp"); err != nil || len(inits) != 1 {
+			t.Errorf("second Bootstrap = %v, OnInit calls %d; want nil and 1", err, len(inits))
 		}
 		h, _ := store.History(ctx, 10)
 		if len(h) != 1 || h[0].Action != policystore.ActionInit || h[0].To != "v1" {
