@@ -83,4 +83,3 @@ const (
 	// requests the active bundle does not (deny->allow divergences).
 	ShadowDivergence = "shadow_divergence"
 )
-

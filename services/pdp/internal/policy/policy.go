@@ -81,7 +81,6 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Engine, error) {
 	return e, nil
 }
 
-
 // PolicyVersion returns the bundle's revision.
 func (e *Engine) PolicyVersion() string { return e.revision }
 
