@@ -179,7 +179,7 @@ func (s *Service) Decide(ctx context.Context, req Request) Decision {
 	s.decisions.Add(ctx, 1, attrs)
 	s.latency.Record(ctx, elapsed.Seconds(), attrs)
 
-	event := auditEvent(ctx, d, norm, elapsed)
+	event := auditEvent(ctx, d, norm, start, elapsed)
 	if sel.Other != nil && s.shadower != nil && !invalidInput(d) &&
 		s.shadower.Submit(ShadowJob{Request: norm, Decision: d, Selection: sel, Event: event}) {
 		return d
@@ -272,7 +272,9 @@ func invalidInput(d Decision) bool {
 }
 
 // auditEvent is the decision log entry of d (DESIGN.md, audit events).
-func auditEvent(ctx context.Context, d Decision, req Request, latency time.Duration) audit.Event {
+// Its time is when the decision began, also when the event is recorded
+// later (after a shadow evaluation).
+func auditEvent(ctx context.Context, d Decision, req Request, at time.Time, latency time.Duration) audit.Event {
 	var chain []string
 	if n := len(req.Principal.ActorChain); n > 0 {
 		chain = make([]string, n)
@@ -285,6 +287,7 @@ func auditEvent(ctx context.Context, d Decision, req Request, latency time.Durat
 	}
 	e := audit.Event{
 		EventID:       d.ID,
+		Time:          at,
 		Type:          audit.TypeDecision,
 		Subject:       req.Principal.Subject,
 		ActorChain:    chain,

@@ -217,6 +217,9 @@ func TestDecisionLogEvent(t *testing.T) {
 	if e.Latency <= 0 {
 		t.Errorf("latency = %s, want > 0", e.Latency)
 	}
+	if e.Time.IsZero() || e.Time.After(time.Now()) {
+		t.Errorf("time = %s, want when the decision began", e.Time)
+	}
 	if e.Shadow != nil {
 		t.Errorf("shadow = %+v without a rollout", e.Shadow)
 	}
