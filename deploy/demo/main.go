@@ -129,13 +129,16 @@ Nothing is persisted; signing keys and secret-hash keys are ephemeral.
 
   gateway   http://localhost:{{.Gateway}}   (Connect / gRPC / gRPC-Web)
   issuer    http://localhost:{{.Issuer}}   /.well-known/openid-configuration
-  pdp       http://localhost:{{.PDP}}   gatehouse.authz.v1.DecisionService
+  pdp       http://localhost:{{.PDP}}   gatehouse.authz.v1.DecisionService, PolicyAdminService
   invoice   http://localhost:{{.Invoice}}   (reach it through the gateway)
   support   http://localhost:{{.Support}}   (health only in this release)
 
 Demo clients (client_credentials):
   reporting-job / reporting-job-secret   tenant acme, scope invoice:read
   billing-bot   / billing-bot-secret     tenant acme, scopes invoice:read invoice:write
+  policy-admin  / policy-admin-secret    scope policy:admin, for the gatehouse CLI:
+    GATEHOUSE_CLIENT_SECRET=policy-admin-secret go run ./services/pdp/cmd/gatehouse policy status
+    (rollouts: docs/policy-rollouts.md; policy state is per process in the demo)
 
 Try it:
   TOKEN=$(curl -s -u reporting-job:reporting-job-secret \
