@@ -4,11 +4,13 @@ go 1.26.0
 
 require (
 	connectrpc.com/connect v1.21.1
-	github.com/cenkalti/backoff/v5 v5.0.3
+	github.com/gatehouse/gatehouse/libs/audit v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/postgres v0.0.0-00010101000000-000000000000
+	github.com/gatehouse/gatehouse/libs/revocation v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/proto v0.0.0-00010101000000-000000000000
+	github.com/go-jose/go-jose/v3 v3.0.3
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/ory/fosite v0.49.0
@@ -30,6 +32,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/containerd/errdefs v1.0.0 // indirect
 	github.com/containerd/errdefs/pkg v0.3.0 // indirect
@@ -47,8 +50,6 @@ require (
 	github.com/fatih/color v1.18.0 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
-	github.com/gatehouse/gatehouse/libs/audit v0.0.0-00010101000000-000000000000
-	github.com/go-jose/go-jose/v3 v3.0.3
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/go-ole/go-ole v1.3.0 // indirect
@@ -150,6 +151,7 @@ require (
 replace (
 	github.com/gatehouse/gatehouse/libs/audit => ../../libs/audit
 	github.com/gatehouse/gatehouse/libs/postgres => ../../libs/postgres
+	github.com/gatehouse/gatehouse/libs/revocation => ../../libs/revocation
 	github.com/gatehouse/gatehouse/libs/serve => ../../libs/serve
 	github.com/gatehouse/gatehouse/libs/telemetry => ../../libs/telemetry
 	github.com/gatehouse/gatehouse/proto => ../../proto

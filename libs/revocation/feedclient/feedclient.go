@@ -1,17 +1,23 @@
-// Package feedclient follows the issuer's revocation feed: it subscribes,
+// Package feedclient follows the issuer's revocation feed
+// (gatehouse.revocation.v1.RevocationFeedService/Subscribe): it subscribes,
 // hands every event to a callback in cursor order, and after any failure
 // subscribes again, with backoff, right after the last event the callback
-// accepted, so that no event is lost and none is handed over twice.
+// accepted, so that no event is lost and none is handed over twice. When
+// the issuer's log is replaced (out_of_range, or a heartbeat naming
+// another log) it starts over from the new log's beginning.
+// docs/revocation-feed.md is the contract it follows.
 //
-// It depends only on the generated API and connect-go, not on the issuer,
-// so that it can move to libs/ when the gateway needs it.
+// It depends only on the generated API and connect-go; package revocation
+// (Follower) builds on it to keep a revocation Set current.
 package feedclient
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,11 +50,22 @@ type Position struct {
 
 // Config configures a Subscriber. Client, Handle and Logger are required.
 type Config struct {
-	// Client is the feed's client, with the subscriber's credentials (for
-	// example an interceptor or an HTTP client that adds them).
+	// Client is the feed's client. A stream has no deadline (it lasts as
+	// long as the issuer serves it); IdleTimeout detects a dead one.
 	Client revocationv1connect.RevocationFeedServiceClient
-	Handle Handler
-	Logger *slog.Logger
+	// ClientID and ClientSecret authenticate the subscriber as a
+	// confidential OAuth client (HTTP Basic, RFC 6749 section 2.3.1), as the
+	// issuer requires. Leave both empty when Client adds credentials itself.
+	ClientID, ClientSecret string
+	Handle                 Handler
+	Logger                 *slog.Logger
+	// Heard, when set, is called with the local time after each message
+	// from the issuer (event or heartbeat) has been handled: the issuer was
+	// alive then, and every event up to Position has been handled.
+	Heard func(at time.Time)
+	// Disconnected, when set, is called with the cause each time a
+	// subscription ends, before the backoff (not when ctx ends).
+	Disconnected func(ctx context.Context, err error)
 	// Start is where to resume, such as a Position saved before a
 	// restart; zero replays every event the issuer keeps.
 	Start Position
@@ -63,10 +80,12 @@ type Config struct {
 
 // Subscriber follows the feed. Its methods are safe for concurrent use.
 type Subscriber struct {
-	cfg       Config
-	mu        sync.Mutex
-	pos       Position
-	lastHeard time.Time
+	cfg Config
+	// authorization is the Authorization header value, if any.
+	authorization string
+	mu            sync.Mutex
+	pos           Position
+	lastHeard     time.Time
 }
 
 // New returns a Subscriber for cfg; call Run to start it.
@@ -76,6 +95,8 @@ func New(cfg Config) (*Subscriber, error) {
 		return nil, errors.New("feedclient: client, handler and logger are required")
 	case cfg.IdleTimeout < 0 || cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 || cfg.Start.Cursor < 0:
 		return nil, errors.New("feedclient: negative timeout, backoff or cursor")
+	case (cfg.ClientID == "") != (cfg.ClientSecret == ""):
+		return nil, errors.New("feedclient: client id and client secret go together")
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
@@ -87,7 +108,12 @@ func New(cfg Config) (*Subscriber, error) {
 		cfg.MaxBackoff = DefaultMaxBackoff
 	}
 	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
-	return &Subscriber{cfg: cfg, pos: cfg.Start}, nil
+	s := &Subscriber{cfg: cfg, pos: cfg.Start}
+	if cfg.ClientID != "" {
+		s.authorization = "Basic " + base64.StdEncoding.EncodeToString(
+			[]byte(url.QueryEscape(cfg.ClientID)+":"+url.QueryEscape(cfg.ClientSecret)))
+	}
+	return s, nil
 }
 
 // Position returns how far the subscriber has got; save it to resume
@@ -98,19 +124,20 @@ func (s *Subscriber) Position() Position {
 	return s.pos
 }
 
-// LastHeard returns when the issuer was last heard from (an event or a
-// heartbeat); zero before the first message. A caller that must not
-// accept tokens on stale revocation data compares it with its own limit.
+// LastHeard returns when a message from the issuer (an event or a
+// heartbeat) was last handled; zero before the first. A caller that must
+// not accept tokens on stale revocation data compares it with its limit.
 func (s *Subscriber) LastHeard() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastHeard
 }
 
-// Run follows the feed until ctx is done. When a stream ends, it
-// subscribes again after a backoff (reset by every stream that delivered
-// something); when the issuer answers out_of_range (its log was reset), it
-// starts over from the beginning of the new log.
+// Run follows the feed until ctx is done; call it once. When a stream
+// ends, it subscribes again after a backoff (reset by every stream that
+// delivered something) from its Position; when the issuer's log was
+// replaced (out_of_range, or a heartbeat naming another log), it starts
+// over from the beginning of the new log.
 func (s *Subscriber) Run(ctx context.Context) {
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     s.cfg.MinBackoff,
@@ -126,13 +153,18 @@ func (s *Subscriber) Run(ctx context.Context) {
 		if heard {
 			b.Reset()
 		}
+		if s.cfg.Disconnected != nil {
+			s.cfg.Disconnected(ctx, err)
+		}
 		level := slog.LevelInfo
-		switch connect.CodeOf(err) {
-		case connect.CodeOutOfRange:
+		switch code := connect.CodeOf(err); {
+		case code == connect.CodeOutOfRange || errors.Is(err, errLogChanged):
 			s.cfg.Logger.WarnContext(ctx, "the issuer's revocation log was reset; following the new log from its start",
 				slog.String("log_id", s.Position().LogID), slog.Any("error", err))
+			// Only the position starts over: what the handler applied from
+			// the old log stays applied (see revocation.Follower).
 			s.setPosition(Position{})
-		case connect.CodeUnauthenticated, connect.CodePermissionDenied:
+		case code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied:
 			level = slog.LevelError
 		}
 		delay := b.NextBackOff()
@@ -148,8 +180,13 @@ func (s *Subscriber) Run(ctx context.Context) {
 	}
 }
 
-// errIdle ends a stream on which nothing arrived for the idle timeout.
-var errIdle = errors.New("feedclient: no message within the idle timeout")
+var (
+	// errIdle ends a stream on which nothing arrived for the idle timeout.
+	errIdle = errors.New("feedclient: no message within the idle timeout")
+	// errLogChanged ends a stream whose heartbeat names another log than
+	// the position's: its cursors mean nothing there.
+	errLogChanged = errors.New("feedclient: the issuer's heartbeat names another log")
+)
 
 // stream runs one subscription until it ends, and reports whether it
 // received anything.
@@ -164,10 +201,14 @@ func (s *Subscriber) stream(ctx context.Context) (heard bool, err error) {
 	defer timer.Stop()
 
 	pos := s.Position()
-	st, err := s.cfg.Client.Subscribe(ctx, connect.NewRequest(&revocationv1.SubscribeRequest{
+	req := connect.NewRequest(&revocationv1.SubscribeRequest{
 		AfterCursor: pos.Cursor,
 		LogId:       pos.LogID,
-	}))
+	})
+	if s.authorization != "" {
+		req.Header().Set("Authorization", s.authorization)
+	}
+	st, err := s.cfg.Client.Subscribe(ctx, req)
 	if err != nil {
 		return false, err
 	}
@@ -175,11 +216,15 @@ func (s *Subscriber) stream(ctx context.Context) (heard bool, err error) {
 	for st.Receive() {
 		// The idle timeout measures the issuer's silence, not the handler.
 		timer.Stop()
+		if hb := st.Msg().GetHeartbeat(); hb != nil && !heard {
+			s.cfg.Logger.InfoContext(ctx, "revocation feed subscribed",
+				slog.String("log_id", hb.GetLogId()), slog.Int64("after_cursor", pos.Cursor))
+		}
 		heard = true
-		s.heard()
 		if pos, err = s.accept(ctx, pos, st.Msg()); err != nil {
 			return heard, err
 		}
+		s.heard()
 		timer.Reset(s.cfg.IdleTimeout)
 	}
 	if idle.Load() {
@@ -194,6 +239,9 @@ func (s *Subscriber) stream(ctx context.Context) (heard bool, err error) {
 func (s *Subscriber) accept(ctx context.Context, pos Position, m *revocationv1.SubscribeResponse) (Position, error) {
 	switch m := m.GetMessage().(type) {
 	case *revocationv1.SubscribeResponse_Heartbeat:
+		if pos.LogID != "" && m.Heartbeat.GetLogId() != pos.LogID {
+			return pos, errLogChanged
+		}
 		pos = Position{LogID: m.Heartbeat.GetLogId(), Cursor: max(pos.Cursor, m.Heartbeat.GetCursor())}
 	case *revocationv1.SubscribeResponse_Event:
 		if m.Event.GetCursor() <= pos.Cursor {
@@ -217,7 +265,11 @@ func (s *Subscriber) setPosition(p Position) {
 }
 
 func (s *Subscriber) heard() {
+	now := time.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastHeard = time.Now()
+	s.lastHeard = now
+	s.mu.Unlock()
+	if s.cfg.Heard != nil {
+		s.cfg.Heard(now)
+	}
 }
