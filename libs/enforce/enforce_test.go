@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"github.com/gatehouse/gatehouse/libs/accesstoken"
 	"github.com/gatehouse/gatehouse/libs/accesstoken/accesstokentest"
@@ -167,6 +169,85 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStepUpChallenge pins RFC 9470's challenge: the exact WWW-Authenticate
+// value, and the same acr_values and max_age in the ErrorInfo metadata (gRPC
+// clients never see the header: it travels in trailers there).
+func TestStepUpChallenge(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		state    authzv1.Decision
+		params   map[string]string
+		wantAuth string
+		wantMeta map[string]string
+	}{
+		{name: "acr and max_age", state: authzv1.Decision_DECISION_DENY,
+			params:   map[string]string{"acr": "mfa", "max_age": "300"},
+			wantAuth: `Bearer realm="gatehouse", error="insufficient_user_authentication", acr_values="mfa", max_age=300`,
+			wantMeta: map[string]string{"decision_id": "dec-1", "acr_values": "mfa", "max_age": "300"}},
+		{name: "several acr values", state: authzv1.Decision_DECISION_DENY,
+			params:   map[string]string{"acr": "phr mfa", "max_age": "0"},
+			wantAuth: `Bearer realm="gatehouse", error="insufficient_user_authentication", acr_values="phr mfa", max_age=0`,
+			wantMeta: map[string]string{"decision_id": "dec-1", "acr_values": "phr mfa", "max_age": "0"}},
+		{name: "only max_age", state: authzv1.Decision_DECISION_DENY,
+			params:   map[string]string{"max_age": "60"},
+			wantAuth: `Bearer realm="gatehouse", error="insufficient_user_authentication", max_age=60`,
+			wantMeta: map[string]string{"decision_id": "dec-1", "max_age": "60"}},
+		{name: "a max_age that is not a non-negative integer is left out", state: authzv1.Decision_DECISION_DENY,
+			params:   map[string]string{"acr": "mfa", "max_age": "-5"},
+			wantAuth: `Bearer realm="gatehouse", error="insufficient_user_authentication", acr_values="mfa"`,
+			wantMeta: map[string]string{"decision_id": "dec-1", "acr_values": "mfa"}},
+		{name: "quotes cannot break out of acr_values", state: authzv1.Decision_DECISION_DENY,
+			params:   map[string]string{"acr": "mfa\", error=\"x", "max_age": "5m"},
+			wantAuth: `Bearer realm="gatehouse", error="insufficient_user_authentication", acr_values="mfa, error=x"`,
+			wantMeta: map[string]string{"decision_id": "dec-1", "acr_values": "mfa, error=x"}},
+		{name: "an allow with a step_up obligation challenges too", state: authzv1.Decision_DECISION_ALLOW,
+			params:   map[string]string{"acr": "mfa", "max_age": "300"},
+			wantAuth: `Bearer realm="gatehouse", error="insufficient_user_authentication", acr_values="mfa", max_age=300`,
+			wantMeta: map[string]string{"decision_id": "dec-1", "acr_values": "mfa", "max_age": "300"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := enforce.Decision{State: tc.state, ReasonCode: reason.StepUpRequired, DecisionID: "dec-1",
+				Obligations: []*authzv1.Obligation{{Type: enforce.ObligationStepUp, Params: tc.params}}}
+			if d.Allowed() {
+				t.Fatal("a decision with a step_up obligation permits")
+			}
+			err := enforce.Denied(t.Context(), d)
+			if err.Code() != connect.CodeUnauthenticated {
+				t.Fatalf("code %v, want unauthenticated", err.Code())
+			}
+			if got := err.Meta().Values("WWW-Authenticate"); len(got) != 1 || got[0] != tc.wantAuth {
+				t.Fatalf("WWW-Authenticate %q, want %q", got, tc.wantAuth)
+			}
+			info := errorInfo(t, err)
+			if info.GetReason() != reason.StepUpRequired || info.GetDomain() != enforce.ErrorDomain {
+				t.Fatalf("ErrorInfo reason %q domain %q", info.GetReason(), info.GetDomain())
+			}
+			if !maps.Equal(info.GetMetadata(), tc.wantMeta) {
+				t.Fatalf("ErrorInfo metadata %v, want %v", info.GetMetadata(), tc.wantMeta)
+			}
+		})
+	}
+}
+
+// errorInfo returns err's ErrorInfo detail.
+func errorInfo(t *testing.T, err *connect.Error) *errdetails.ErrorInfo {
+	t.Helper()
+	for _, d := range err.Details() {
+		v, verr := d.Value()
+		if verr != nil {
+			t.Fatal(verr)
+		}
+		if info, ok := v.(*errdetails.ErrorInfo); ok {
+			return info
+		}
+	}
+	t.Fatalf("%v has no ErrorInfo", err)
+	return nil
 }
 
 func TestBearerToken(t *testing.T) {

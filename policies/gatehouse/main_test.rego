@@ -32,8 +32,12 @@ test_not_applicable_unknown_resource_type if {
 }
 
 test_not_applicable_uncovered_invoice_action if {
-	# invoice:approve is in the role matrix but no policy decides it yet.
-	not_applicable("invoice:approve", "invoice")
+	# An invoice action the invoice package does not list.
+	not_applicable("invoice:delete", "invoice")
+}
+
+test_invoice_approve_is_covered if {
+	"invoice:approve" in data.gatehouse.invoice.actions
 }
 
 test_not_applicable_support_action if {

@@ -30,3 +30,15 @@ deny_scope(scopes) := {
 	"required_scopes": scopes,
 	"obligations": [],
 }
+
+# deny_step_up refuses a request until the user signs in again with acr and
+# at most max_age seconds ago (RFC 9470): the step_up obligation carries
+# both, and the edge turns it into a 401 insufficient_user_authentication
+# challenge with acr_values and max_age.
+deny_step_up(acr, max_age) := {
+	"decision": "deny",
+	"reason_code": "step_up_required",
+	"message": "a stronger or more recent authentication is required",
+	"required_scopes": [],
+	"obligations": [{"type": "step_up", "params": {"acr": acr, "max_age": format_int(max_age, 10)}}],
+}

@@ -33,6 +33,13 @@ const (
 	MissingToken = "missing_token"
 	// InvalidToken: the token is malformed, forged, expired or not for us.
 	InvalidToken = "invalid_token"
+	// TokenRevoked: the token verifies, but the issuer's revocation feed
+	// revoked it (the token, its refresh family, session, consent or client).
+	TokenRevoked = "token_revoked"
+	// RevocationFeedStale: the gateway has not heard from the issuer's
+	// revocation feed for longer than it may; sensitive routes are denied
+	// until it has.
+	RevocationFeedStale = "revocation_feed_stale"
 	// IdentityMismatch: identity headers disagree with the verified token.
 	IdentityMismatch = "identity_mismatch"
 	// RouteNotConfigured: no route covers the requested procedure or path.
@@ -49,6 +56,9 @@ const (
 	InvalidRequest = "invalid_request"
 	// ResourceNotFound: no such resource in the caller's tenant.
 	ResourceNotFound = "resource_not_found"
+	// AlreadyApproved: the invoice is approved already; an invoice is
+	// approved once.
+	AlreadyApproved = "already_approved"
 	// UpstreamUnavailable: the service behind the gateway did not answer.
 	UpstreamUnavailable = "upstream_unavailable"
 	// IssuerUnavailable: the issuer's signing keys could not be fetched, so

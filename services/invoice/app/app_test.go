@@ -18,6 +18,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/libs/accesstoken/accesstokentest"
 	"github.com/gatehouse/gatehouse/libs/enforce"
@@ -38,11 +39,15 @@ func strAttr(v string) *authzv1.AttributeValue {
 
 // wantCheck is the CheckRequest the service should send for p (context aside).
 func wantCheck(p principal, action string, res *authzv1.Resource) *authzv1.CheckRequest {
-	return &authzv1.CheckRequest{
-		Principal: &authzv1.Principal{Subject: p.sub, Tenant: p.tenant, Roles: p.roles, Scopes: strings.Fields(p.scope), ClientId: p.clientID},
+	req := &authzv1.CheckRequest{
+		Principal: &authzv1.Principal{Subject: p.sub, Tenant: p.tenant, Roles: p.roles, Scopes: strings.Fields(p.scope), ClientId: p.clientID, Acr: p.acr},
 		Action:    action,
 		Resource:  res,
 	}
+	if !p.authTime.IsZero() {
+		req.Principal.AuthTime = timestamppb.New(p.authTime.Truncate(time.Second))
+	}
+	return req
 }
 
 // assertChecks compares what the PDP received with want, and checks every

@@ -41,7 +41,8 @@ func TestRPCsUseCatalogActions(t *testing.T) {
 	t.Parallel()
 	defined := catalogActions(t)
 	// One successful call per RPC, as billing-bot (invoice:read and
-	// invoice:write in acme; the test PDP allows both).
+	// invoice:write in acme) or alice (invoice:approve); the test PDP allows
+	// all three.
 	calls := map[string]func(t *testing.T, h *harness) error{
 		"CreateInvoice": func(t *testing.T, h *harness) error {
 			_, err := h.client.CreateInvoice(t.Context(), as(h.headers(billingBot),
@@ -54,6 +55,10 @@ func TestRPCsUseCatalogActions(t *testing.T) {
 		},
 		"ListInvoices": func(t *testing.T, h *harness) error {
 			_, err := h.client.ListInvoices(t.Context(), as(h.headers(billingBot), &invoicev1.ListInvoicesRequest{}))
+			return err
+		},
+		"ApproveInvoice": func(t *testing.T, h *harness) error {
+			_, err := h.client.ApproveInvoice(t.Context(), as(h.headers(alice), &invoicev1.ApproveInvoiceRequest{Id: acmeDemoIDs[0]}))
 			return err
 		},
 	}

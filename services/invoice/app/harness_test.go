@@ -28,6 +28,10 @@ import (
 type principal struct {
 	sub, tenant, clientID, scope string
 	roles                        []string
+	// acr and authTime are how and when the user signed in (the acr and
+	// auth_time claims); empty and zero leave the claims out.
+	acr      string
+	authTime time.Time
 }
 
 // Principals of the demo seed (DESIGN.md).
@@ -100,6 +104,12 @@ func (h *harness) token(p principal) string {
 	claims := map[string]any{"sub": p.sub, "tenant": p.tenant, "client_id": p.clientID, "scope": p.scope}
 	if p.roles != nil {
 		claims["roles"] = p.roles
+	}
+	if p.acr != "" {
+		claims["acr"] = p.acr
+	}
+	if !p.authTime.IsZero() {
+		claims["auth_time"] = p.authTime.Unix()
 	}
 	return h.iss.Mint(h.t, claims, nil)
 }

@@ -50,13 +50,24 @@ func deny(code string, requiredScopes ...string) *authzv1.CheckResponse {
 		PolicyVersion: "test", DecisionId: "dec-deny", RequiredScopes: requiredScopes}
 }
 
-// defaultTable permits reading and writing invoices in both demo tenants.
+// stepUp is the PDP's answer when approving needs a recent MFA sign-in
+// (policies/gatehouse/invoice: acr mfa, max_age 300 seconds).
+func stepUp() *authzv1.CheckResponse {
+	return &authzv1.CheckResponse{Decision: authzv1.Decision_DECISION_DENY, ReasonCode: reason.StepUpRequired,
+		Message: "a stronger or more recent authentication is required", PolicyVersion: "test", DecisionId: "dec-step-up",
+		Obligations: []*authzv1.Obligation{{Type: "step_up", Params: map[string]string{"acr": "mfa", "max_age": "300"}}}}
+}
+
+// defaultTable permits reading, writing and approving invoices in both
+// demo tenants.
 func defaultTable() map[decisionKey]*authzv1.CheckResponse {
 	return map[decisionKey]*authzv1.CheckResponse{
-		{"invoice:read", "acme"}:    allow(),
-		{"invoice:write", "acme"}:   allow(),
-		{"invoice:read", "globex"}:  allow(),
-		{"invoice:write", "globex"}: allow(),
+		{"invoice:read", "acme"}:      allow(),
+		{"invoice:write", "acme"}:     allow(),
+		{"invoice:approve", "acme"}:   allow(),
+		{"invoice:read", "globex"}:    allow(),
+		{"invoice:write", "globex"}:   allow(),
+		{"invoice:approve", "globex"}: allow(),
 	}
 }
 

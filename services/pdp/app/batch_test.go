@@ -21,12 +21,12 @@ func TestBatchCheckHasCheckSemantics(t *testing.T) {
 	srv, _ := startPDP(t)
 	client := authzv1connect.NewDecisionServiceClient(srv.Client(), srv.URL)
 	items := []*authzv1.CheckRequest{
-		check(reportingJob(), "invoice:read", invoice("acme")),   // allow
-		check(reportingJob(), "invoice:read", invoice("globex")), // tenant_mismatch
-		check(reportingJob(), "invoice:read", invoice("acme")),   // duplicate of 0
-		check(bob(), "invoice:write", invoice("acme")),           // role_not_permitted
-		{Action: "invoice:read"},                                 // missing_attribute
-		check(carol(), "invoice:approve", invoice("globex")),     // not applicable
+		check(reportingJob(), "invoice:read", invoice("acme")),         // allow
+		check(reportingJob(), "invoice:read", invoice("globex")),       // tenant_mismatch
+		check(reportingJob(), "invoice:read", invoice("acme")),         // duplicate of 0
+		check(bob(), "invoice:write", invoice("acme")),                 // role_not_permitted
+		{Action: "invoice:read"},                                       // missing_attribute
+		check(bob(), "ledger:read", &authzv1.Resource{Type: "ledger"}), // not applicable
 	}
 	resp, err := client.BatchCheck(t.Context(), connect.NewRequest(&authzv1.BatchCheckRequest{Items: items}))
 	if err != nil {

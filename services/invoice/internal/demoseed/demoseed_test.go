@@ -1,7 +1,9 @@
 package demoseed_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/gatehouse/gatehouse/services/invoice/internal/demoseed"
@@ -53,5 +55,46 @@ func TestSeedIsIdempotent(t *testing.T) {
 	}
 	if inv, err := store.Get(t.Context(), "acme", "inv_demo_acme_1"); err != nil || inv.CreatedBy != "billing-bot" {
 		t.Fatalf("inv_demo_acme_1 = %+v, %v; want created by billing-bot", inv, err)
+	}
+}
+
+// stepUpData is the invoice policy's approval threshold.
+const stepUpData = "../../../../policies/gatehouse/invoice/data.json"
+
+// TestStepUpDemoInvoices keeps the demo seed in step with the policy: the
+// step-up demo (docs/step-up.md) approves inv_demo_acme_2, which must be
+// above the approval threshold, and inv_demo_acme_1 and inv_demo_acme_3,
+// which must not be.
+func TestStepUpDemoInvoices(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(stepUpData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data struct {
+		ApprovalStepUp struct {
+			AmountCentsAbove *int64 `json:"amount_cents_above"`
+		} `json:"approval_step_up"`
+	}
+	if err := json.Unmarshal(raw, &data); err != nil || data.ApprovalStepUp.AmountCentsAbove == nil {
+		t.Fatalf("%s: no approval_step_up.amount_cents_above (%v)", stepUpData, err)
+	}
+	threshold := *data.ApprovalStepUp.AmountCentsAbove
+	if threshold != 1_000_000 {
+		t.Fatalf("threshold %d cents; the docs and the demo say 10,000.00 (1000000)", threshold)
+	}
+	above := map[string]bool{"inv_demo_acme_1": false, "inv_demo_acme_2": true, "inv_demo_acme_3": false}
+	for _, inv := range demoseed.Invoices() {
+		want, ok := above[inv.ID]
+		if !ok {
+			continue
+		}
+		delete(above, inv.ID)
+		if got := inv.AmountCents > threshold; got != want || inv.Status != invoice.StatusDraft {
+			t.Errorf("%s: %d cents (%s), above the threshold %v; want above %v and a draft", inv.ID, inv.AmountCents, inv.Status, got, want)
+		}
+	}
+	if len(above) != 0 {
+		t.Fatalf("demo invoices missing: %v", above)
 	}
 }

@@ -1,6 +1,6 @@
 // Package invoice is the invoice domain: what an invoice is, which input is
-// valid, and the Service that creates, reads and lists invoices of the
-// caller's tenant after asking an Authorizer. It knows nothing of Connect,
+// valid, and the Service that creates, reads, lists and approves invoices of
+// the caller's tenant after asking an Authorizer. It knows nothing of Connect,
 // SQL or the PDP's wire format; adapters plug in through Store and Authorizer.
 package invoice
 
@@ -26,12 +26,16 @@ var (
 	ErrNotFound = errors.New("invoice not found")
 	// ErrDuplicateID means a store already holds an invoice with that id.
 	ErrDuplicateID = errors.New("duplicate invoice id")
+	// ErrAlreadyApproved means the invoice is approved already: an invoice
+	// is approved once.
+	ErrAlreadyApproved = errors.New("invoice already approved")
 )
 
 // Status is an invoice's lifecycle state.
 type Status string
 
-// Invoice states. Invoices start as drafts; approval comes with a later issue.
+// Invoice states. Invoices start as drafts; approving one makes it
+// approved, for good.
 const (
 	StatusDraft    Status = "draft"
 	StatusApproved Status = "approved"
@@ -52,6 +56,12 @@ type Invoice struct {
 	// CreateTime has microsecond precision (what PostgreSQL stores) and is
 	// in UTC, so every store returns exactly what it was given.
 	CreateTime time.Time
+	// ApprovedBy is the subject that approved the invoice; empty for a
+	// draft.
+	ApprovedBy string
+	// ApproveTime is when the invoice was approved (microsecond precision,
+	// UTC); zero for a draft.
+	ApproveTime time.Time
 }
 
 // Draft is the caller-supplied part of a new invoice. Tenant, id, creator,

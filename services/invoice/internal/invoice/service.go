@@ -13,8 +13,9 @@ var ErrNoCaller = errors.New("no verified caller")
 
 // Actions the service asks its Authorizer about ("<resource_type>:<verb>").
 const (
-	ActionRead  = "invoice:read"
-	ActionWrite = "invoice:write"
+	ActionRead    = "invoice:read"
+	ActionWrite   = "invoice:write"
+	ActionApprove = "invoice:approve"
 )
 
 // ResourceType is the authorization resource type of invoices.
@@ -68,6 +69,12 @@ type Store interface {
 	// ID), starting strictly after after when it is not nil. limit must
 	// be positive.
 	List(ctx context.Context, tenant string, after *Cursor, limit int) ([]Invoice, error)
+	// Approve marks the draft invoice id of tenant approved by subject at
+	// time at, and returns it. It returns ErrNotFound when tenant has no
+	// such invoice (also when the id belongs to another tenant) and
+	// ErrAlreadyApproved, changing nothing, when the invoice is not a
+	// draft. Of concurrent approvals of one invoice exactly one succeeds.
+	Approve(ctx context.Context, tenant, id, subject string, at time.Time) (Invoice, error)
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 }
@@ -126,6 +133,50 @@ func (s *Service) Create(ctx context.Context, caller Caller, d Draft) (Invoice, 
 // Get returns invoice id of the caller's tenant once the caller is
 // permitted invoice:read on it. Another tenant's invoice is ErrNotFound.
 func (s *Service) Get(ctx context.Context, caller Caller, id string) (Invoice, error) {
+	inv, err := s.load(ctx, caller, id)
+	if err != nil {
+		return Invoice{}, err
+	}
+	if err := s.authorize(ctx, ActionRead, inv.resource()); err != nil {
+		return Invoice{}, err
+	}
+	return inv, nil
+}
+
+// Approve approves the draft invoice id of the caller's tenant, as the
+// caller, once the caller is permitted invoice:approve on it. The PDP sees
+// the invoice's amount_cents and currency: approving a large amount may
+// need a recent multi-factor sign-in, which the PDP asks for with a
+// step_up obligation (the Authorizer's error says so). Another tenant's
+// invoice is ErrNotFound; an invoice that is approved already is
+// ErrAlreadyApproved, told only to callers permitted to approve it.
+func (s *Service) Approve(ctx context.Context, caller Caller, id string) (Invoice, error) {
+	inv, err := s.load(ctx, caller, id)
+	if err != nil {
+		return Invoice{}, err
+	}
+	res := inv.resource()
+	res.Attributes["currency"] = inv.Currency
+	if err := s.authorize(ctx, ActionApprove, res); err != nil {
+		return Invoice{}, err
+	}
+	if inv.Status != StatusDraft {
+		return Invoice{}, fmt.Errorf("approve invoice %s: %w", inv.ID, ErrAlreadyApproved)
+	}
+	// The amount the PDP saw cannot change meanwhile (no RPC changes it);
+	// the status can, and the store approves only a draft.
+	approved, err := s.store.Approve(ctx, caller.Tenant, inv.ID, caller.Subject, s.now().UTC().Truncate(time.Microsecond))
+	if err != nil {
+		return Invoice{}, fmt.Errorf("approve invoice: %w", err)
+	}
+	return approved, nil
+}
+
+// load returns invoice id of the caller's tenant, not yet authorized.
+// "Not found" goes only to callers who may read their tenant's invoices at
+// all; anyone else is denied as they would be for an existing id, so the
+// answer reveals nothing about which ids exist.
+func (s *Service) load(ctx context.Context, caller Caller, id string) (Invoice, error) {
 	if err := caller.check(); err != nil {
 		return Invoice{}, err
 	}
@@ -134,9 +185,6 @@ func (s *Service) Get(ctx context.Context, caller Caller, id string) (Invoice, e
 	}
 	inv, err := s.store.Get(ctx, caller.Tenant, id)
 	if errors.Is(err, ErrNotFound) {
-		// "Not found" goes only to callers who may read their tenant's
-		// invoices at all; anyone else is denied as they would be for an
-		// existing id, so the answer reveals nothing about which ids exist.
 		if aerr := s.authorize(ctx, ActionRead, Resource{Type: ResourceType, Tenant: caller.Tenant}); aerr != nil {
 			return Invoice{}, aerr
 		}
@@ -144,9 +192,6 @@ func (s *Service) Get(ctx context.Context, caller Caller, id string) (Invoice, e
 	}
 	if err != nil {
 		return Invoice{}, fmt.Errorf("get invoice: %w", err)
-	}
-	if err := s.authorize(ctx, ActionRead, inv.resource()); err != nil {
-		return Invoice{}, err
 	}
 	return inv, nil
 }

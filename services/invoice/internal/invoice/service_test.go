@@ -114,11 +114,19 @@ func TestServiceDenialsTouchNothing(t *testing.T) {
 			_, err := s.List(t.Context(), acmeBot, 0, "")
 			return err
 		}},
+		{name: "approve", call: func(s *invoice.Service) error {
+			_, err := s.Approve(t.Context(), acmeBot, "inv_seeded")
+			return err
+		}},
+		{name: "approve unknown", call: func(s *invoice.Service) error {
+			_, err := s.Approve(t.Context(), acmeBot, "inv_unknown")
+			return err
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			svc, store, _ := newService(t, invoice.ActionRead, invoice.ActionWrite)
+			svc, store, _ := newService(t, invoice.ActionRead, invoice.ActionWrite, invoice.ActionApprove)
 			seeded := invoice.Invoice{ID: "inv_seeded", Tenant: "acme", Customer: "Hooli", AmountCents: 1, Currency: "EUR",
 				Status: invoice.StatusDraft, CreatedBy: "x", CreateTime: time.Unix(0, 0).UTC()}
 			if err := store.Create(t.Context(), seeded); err != nil {
@@ -128,8 +136,8 @@ func TestServiceDenialsTouchNothing(t *testing.T) {
 				t.Fatalf("err = %v, want the authorizer's denial", err)
 			}
 			all, err := store.List(t.Context(), "acme", nil, 10)
-			if err != nil || len(all) != 1 {
-				t.Fatalf("store holds %d invoices (%v), want only the seeded one", len(all), err)
+			if err != nil || len(all) != 1 || all[0] != seeded {
+				t.Fatalf("store holds %+v (%v), want only the seeded invoice, unchanged", all, err)
 			}
 		})
 	}
@@ -270,6 +278,9 @@ func TestServiceRequiresCaller(t *testing.T) {
 		if _, err := svc.Create(t.Context(), caller, invoice.Draft{Customer: "C", AmountCents: 1, Currency: "EUR"}); !errors.Is(err, invoice.ErrNoCaller) {
 			t.Fatalf("Create as %+v = %v, want ErrNoCaller", caller, err)
 		}
+		if _, err := svc.Approve(t.Context(), caller, "inv_x"); !errors.Is(err, invoice.ErrNoCaller) {
+			t.Fatalf("Approve as %+v = %v, want ErrNoCaller", caller, err)
+		}
 	}
 	if n := len(authz.recorded()); n != 0 {
 		t.Fatalf("authorizer asked %d times without a caller", n)
@@ -318,4 +329,76 @@ func TestServiceListFiltersEachInvoice(t *testing.T) {
 	if p, err := svc.List(t.Context(), acmeBot, 0, ""); !errors.Is(err, errDenied) || len(p.Invoices) != 0 {
 		t.Fatalf("failed batch: %v %v, want the error and no invoices", p.Invoices, err)
 	}
+}
+
+var acmeAlice = invoice.Caller{Subject: "alice", Tenant: "acme"}
+
+// TestServiceApprove: the PDP is asked invoice:approve with the invoice's
+// amount and currency, and the invoice is approved once, by the caller.
+func TestServiceApprove(t *testing.T) {
+	t.Parallel()
+	svc, store, authz := newService(t)
+	draft, err := svc.Create(t.Context(), acmeBot, invoice.Draft{Customer: "Umbrella Corp", AmountCents: 2_500_000, Currency: "EUR"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().Add(-time.Second)
+	got, err := svc.Approve(t.Context(), acmeAlice, draft.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != invoice.StatusApproved || got.ApprovedBy != "alice" || got.ApproveTime.Before(before) ||
+		got.ApproveTime.Location() != time.UTC || got.ApproveTime.Nanosecond()%1000 != 0 {
+		t.Fatalf("Approve = %+v; want approved by alice, now, UTC, microsecond precision", got)
+	}
+	if stored, err := store.Get(t.Context(), "acme", draft.ID); err != nil || stored != got {
+		t.Fatalf("stored = %+v, %v; want %+v", stored, err, got)
+	}
+	wantApprove := invoice.Check{Action: invoice.ActionApprove, Resource: invoice.Resource{
+		Type: "invoice", ID: draft.ID, Tenant: "acme",
+		Attributes: map[string]any{"amount_cents": int64(2_500_000), "currency": "EUR", "created_by": "billing-bot", "status": "draft"},
+	}}
+	if checks := authz.recorded(); len(checks) != 2 || !reflect.DeepEqual(checks[1], wantApprove) {
+		t.Fatalf("checks = %+v; want create, then %+v", checks, wantApprove)
+	}
+
+	t.Run("once", func(t *testing.T) {
+		_, err := svc.Approve(t.Context(), acmeAlice, draft.ID)
+		if !errors.Is(err, invoice.ErrAlreadyApproved) {
+			t.Fatalf("second Approve = %v, want ErrAlreadyApproved", err)
+		}
+		// Asked before the state is told: status "approved" this time.
+		last := authz.recorded()[len(authz.recorded())-1]
+		if last.Action != invoice.ActionApprove || last.Resource.Attributes["status"] != "approved" {
+			t.Fatalf("last check %+v, want invoice:approve of the approved invoice", last)
+		}
+		if stored, _ := store.Get(t.Context(), "acme", draft.ID); stored != got {
+			t.Fatalf("stored = %+v; the first approval must stand", stored)
+		}
+	})
+	t.Run("state told only to who may approve", func(t *testing.T) {
+		svc := invoice.NewService(store, &recordingAuthorizer{deny: map[string]bool{invoice.ActionApprove: true}})
+		if _, err := svc.Approve(t.Context(), acmeAlice, draft.ID); !errors.Is(err, errDenied) {
+			t.Fatalf("denied Approve of an approved invoice = %v, want the denial", err)
+		}
+	})
+	t.Run("other tenant", func(t *testing.T) {
+		n := len(authz.recorded())
+		if _, err := svc.Approve(t.Context(), globexCarol, draft.ID); !errors.Is(err, invoice.ErrNotFound) {
+			t.Fatalf("globex Approve = %v, want ErrNotFound", err)
+		}
+		wantMiss := invoice.Check{Action: invoice.ActionRead, Resource: invoice.Resource{Type: "invoice", Tenant: "globex"}}
+		if checks := authz.recorded()[n:]; len(checks) != 1 || !reflect.DeepEqual(checks[0], wantMiss) {
+			t.Fatalf("checks = %+v; want only %+v", checks, wantMiss)
+		}
+	})
+	t.Run("malformed id asks nobody", func(t *testing.T) {
+		n := len(authz.recorded())
+		if _, err := svc.Approve(t.Context(), acmeAlice, "../inv"); !errors.Is(err, invoice.ErrInvalid) {
+			t.Fatalf("Approve malformed id = %v, want ErrInvalid", err)
+		}
+		if len(authz.recorded()) != n {
+			t.Fatal("the authorizer was asked about a malformed id")
+		}
+	})
 }

@@ -91,6 +91,23 @@ func (h *Handler) ListInvoices(ctx context.Context, req *connect.Request[invoice
 	return connect.NewResponse(resp), nil
 }
 
+// ApproveInvoice implements invoicev1connect.InvoiceServiceHandler. A
+// step_up obligation from the PDP comes back from the service as RFC 9470's
+// 401 insufficient_user_authentication challenge (enforce.Denied).
+func (h *Handler) ApproveInvoice(ctx context.Context, req *connect.Request[invoicev1.ApproveInvoiceRequest]) (*connect.Response[invoicev1.ApproveInvoiceResponse], error) {
+	ctx, caller, err := begin(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := h.svc.Approve(ctx, caller, req.Msg.GetId())
+	if err != nil {
+		return nil, h.edgeError(ctx, "approve invoice", err)
+	}
+	h.logger.InfoContext(ctx, "invoice approved", slog.String("invoice_id", inv.ID), slog.String("tenant", inv.Tenant),
+		slog.String("approved_by", inv.ApprovedBy))
+	return connect.NewResponse(&invoicev1.ApproveInvoiceResponse{Invoice: toProto(inv)}), nil
+}
+
 // begin returns the caller of an authenticated request and a context that
 // carries the request's description for the PDP.
 func begin(ctx context.Context, req connect.AnyRequest) (context.Context, invoice.Caller, error) {
@@ -114,6 +131,8 @@ func (h *Handler) edgeError(ctx context.Context, op string, err error) error {
 		return enforce.Error(ctx, connect.CodeInvalidArgument, reason.InvalidRequest, err.Error())
 	case errors.Is(err, invoice.ErrNotFound):
 		return enforce.Error(ctx, connect.CodeNotFound, reason.ResourceNotFound, "no such invoice")
+	case errors.Is(err, invoice.ErrAlreadyApproved):
+		return enforce.Error(ctx, connect.CodeFailedPrecondition, reason.AlreadyApproved, "the invoice is approved already")
 	case errors.Is(err, invoice.ErrNoCaller):
 		h.logger.ErrorContext(ctx, op+": request without a verified caller", slog.Any("error", err))
 		return enforce.Unauthenticated(ctx, reason.MissingToken)
@@ -134,7 +153,7 @@ func toProto(inv invoice.Invoice) *invoicev1.Invoice {
 	case invoice.StatusApproved:
 		status = invoicev1.InvoiceStatus_INVOICE_STATUS_APPROVED
 	}
-	return &invoicev1.Invoice{
+	out := &invoicev1.Invoice{
 		Id:          inv.ID,
 		Tenant:      inv.Tenant,
 		Customer:    inv.Customer,
@@ -143,7 +162,12 @@ func toProto(inv invoice.Invoice) *invoicev1.Invoice {
 		Status:      status,
 		CreatedBy:   inv.CreatedBy,
 		CreateTime:  timestamppb.New(inv.CreateTime),
+		ApprovedBy:  inv.ApprovedBy,
 	}
+	if !inv.ApproveTime.IsZero() {
+		out.ApproveTime = timestamppb.New(inv.ApproveTime)
+	}
+	return out
 }
 
 // requestInfo describes the request being authorized (the PDP's

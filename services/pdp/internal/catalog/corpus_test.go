@@ -19,6 +19,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/libs/audit"
 	auditmemory "github.com/gatehouse/gatehouse/libs/audit/memory"
+	"github.com/gatehouse/gatehouse/libs/enforce"
 	"github.com/gatehouse/gatehouse/libs/enforce/reason"
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/bundle"
@@ -228,15 +229,20 @@ func TestCorpusBatch(t *testing.T) {
 }
 
 // TestCorpusCoversEveryOutcome keeps the corpus from shrinking below its
-// purpose: every decision state and every reason code the policy and the
-// PDP's input validation produce is recorded at least once.
+// purpose: every decision state, every reason code the policy and the
+// PDP's input validation produce, and every obligation type the policy
+// attaches is recorded at least once.
 func TestCorpusCoversEveryOutcome(t *testing.T) {
 	t.Parallel()
 	states := map[authzv1.Decision]bool{}
 	codes := map[string]bool{}
+	obligations := map[string]bool{}
 	for _, sc := range loadCorpus(t) {
 		states[sc.want.GetDecision()] = true
 		codes[sc.want.GetReasonCode()] = true
+		for _, o := range sc.want.GetObligations() {
+			obligations[o.GetType()] = true
+		}
 	}
 	for _, s := range []authzv1.Decision{authzv1.Decision_DECISION_ALLOW, authzv1.Decision_DECISION_DENY,
 		authzv1.Decision_DECISION_NOT_APPLICABLE, authzv1.Decision_DECISION_INDETERMINATE} {
@@ -245,10 +251,13 @@ func TestCorpusCoversEveryOutcome(t *testing.T) {
 		}
 	}
 	for _, c := range []string{reason.Allowed, reason.TenantMismatch, reason.InsufficientScope, reason.RoleNotPermitted,
-		reason.NoApplicablePolicy, reason.MissingAttribute, reason.InvalidAttribute} {
+		reason.NoApplicablePolicy, reason.MissingAttribute, reason.InvalidAttribute, reason.StepUpRequired} {
 		if !codes[c] {
 			t.Errorf("no scenario records reason code %s", c)
 		}
+	}
+	if !obligations[enforce.ObligationStepUp] {
+		t.Errorf("no scenario records a %s obligation", enforce.ObligationStepUp)
 	}
 }
 

@@ -82,8 +82,12 @@ type Invoice struct {
 	Currency string        `protobuf:"bytes,5,opt,name=currency,proto3" json:"currency,omitempty"`
 	Status   InvoiceStatus `protobuf:"varint,6,opt,name=status,proto3,enum=gatehouse.invoice.v1.InvoiceStatus" json:"status,omitempty"`
 	// created_by is the subject that created the invoice.
-	CreatedBy     string                 `protobuf:"bytes,7,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreatedBy  string                 `protobuf:"bytes,7,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// approved_by is the subject that approved the invoice; empty for a draft.
+	ApprovedBy string `protobuf:"bytes,9,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	// approve_time is when the invoice was approved; unset for a draft.
+	ApproveTime   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=approve_time,json=approveTime,proto3" json:"approve_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -170,6 +174,20 @@ func (x *Invoice) GetCreatedBy() string {
 func (x *Invoice) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Invoice) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *Invoice) GetApproveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ApproveTime
 	}
 	return nil
 }
@@ -472,11 +490,100 @@ func (x *ListInvoicesResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ApproveInvoiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveInvoiceRequest) Reset() {
+	*x = ApproveInvoiceRequest{}
+	mi := &file_gatehouse_invoice_v1_invoice_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveInvoiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveInvoiceRequest) ProtoMessage() {}
+
+func (x *ApproveInvoiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_invoice_v1_invoice_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveInvoiceRequest.ProtoReflect.Descriptor instead.
+func (*ApproveInvoiceRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_invoice_v1_invoice_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ApproveInvoiceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ApproveInvoiceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// invoice is the approved invoice.
+	Invoice       *Invoice `protobuf:"bytes,1,opt,name=invoice,proto3" json:"invoice,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveInvoiceResponse) Reset() {
+	*x = ApproveInvoiceResponse{}
+	mi := &file_gatehouse_invoice_v1_invoice_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveInvoiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveInvoiceResponse) ProtoMessage() {}
+
+func (x *ApproveInvoiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_invoice_v1_invoice_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveInvoiceResponse.ProtoReflect.Descriptor instead.
+func (*ApproveInvoiceResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_invoice_v1_invoice_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ApproveInvoiceResponse) GetInvoice() *Invoice {
+	if x != nil {
+		return x.Invoice
+	}
+	return nil
+}
+
 var File_gatehouse_invoice_v1_invoice_proto protoreflect.FileDescriptor
 
 const file_gatehouse_invoice_v1_invoice_proto_rawDesc = "" +
 	"\n" +
-	"\"gatehouse/invoice/v1/invoice.proto\x12\x14gatehouse.invoice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n" +
+	"\"gatehouse/invoice/v1/invoice.proto\x12\x14gatehouse.invoice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x03\n" +
 	"\aInvoice\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1a\n" +
@@ -487,7 +594,11 @@ const file_gatehouse_invoice_v1_invoice_proto_rawDesc = "" +
 	"\n" +
 	"created_by\x18\a \x01(\tR\tcreatedBy\x12;\n" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"q\n" +
+	"createTime\x12\x1f\n" +
+	"\vapproved_by\x18\t \x01(\tR\n" +
+	"approvedBy\x12=\n" +
+	"\fapprove_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vapproveTime\"q\n" +
 	"\x14CreateInvoiceRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12!\n" +
 	"\famount_cents\x18\x02 \x01(\x03R\vamountCents\x12\x1a\n" +
@@ -504,16 +615,21 @@ const file_gatehouse_invoice_v1_invoice_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"y\n" +
 	"\x14ListInvoicesResponse\x129\n" +
 	"\binvoices\x18\x01 \x03(\v2\x1d.gatehouse.invoice.v1.InvoiceR\binvoices\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*f\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"'\n" +
+	"\x15ApproveInvoiceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"Q\n" +
+	"\x16ApproveInvoiceResponse\x127\n" +
+	"\ainvoice\x18\x01 \x01(\v2\x1d.gatehouse.invoice.v1.InvoiceR\ainvoice*f\n" +
 	"\rInvoiceStatus\x12\x1e\n" +
 	"\x1aINVOICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14INVOICE_STATUS_DRAFT\x10\x01\x12\x1b\n" +
-	"\x17INVOICE_STATUS_APPROVED\x10\x022\xce\x02\n" +
+	"\x17INVOICE_STATUS_APPROVED\x10\x022\xbd\x03\n" +
 	"\x0eInvoiceService\x12j\n" +
 	"\rCreateInvoice\x12*.gatehouse.invoice.v1.CreateInvoiceRequest\x1a+.gatehouse.invoice.v1.CreateInvoiceResponse\"\x00\x12d\n" +
 	"\n" +
 	"GetInvoice\x12'.gatehouse.invoice.v1.GetInvoiceRequest\x1a(.gatehouse.invoice.v1.GetInvoiceResponse\"\x03\x90\x02\x01\x12j\n" +
-	"\fListInvoices\x12).gatehouse.invoice.v1.ListInvoicesRequest\x1a*.gatehouse.invoice.v1.ListInvoicesResponse\"\x03\x90\x02\x01B\xe3\x01\n" +
+	"\fListInvoices\x12).gatehouse.invoice.v1.ListInvoicesRequest\x1a*.gatehouse.invoice.v1.ListInvoicesResponse\"\x03\x90\x02\x01\x12m\n" +
+	"\x0eApproveInvoice\x12+.gatehouse.invoice.v1.ApproveInvoiceRequest\x1a,.gatehouse.invoice.v1.ApproveInvoiceResponse\"\x00B\xe3\x01\n" +
 	"\x18com.gatehouse.invoice.v1B\fInvoiceProtoP\x01ZGgithub.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1;invoicev1\xa2\x02\x03GIX\xaa\x02\x14Gatehouse.Invoice.V1\xca\x02\x14Gatehouse\\Invoice\\V1\xe2\x02 Gatehouse\\Invoice\\V1\\GPBMetadata\xea\x02\x16Gatehouse::Invoice::V1b\x06proto3"
 
 var (
@@ -529,35 +645,41 @@ func file_gatehouse_invoice_v1_invoice_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_invoice_v1_invoice_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_invoice_v1_invoice_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_gatehouse_invoice_v1_invoice_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_gatehouse_invoice_v1_invoice_proto_goTypes = []any{
-	(InvoiceStatus)(0),            // 0: gatehouse.invoice.v1.InvoiceStatus
-	(*Invoice)(nil),               // 1: gatehouse.invoice.v1.Invoice
-	(*CreateInvoiceRequest)(nil),  // 2: gatehouse.invoice.v1.CreateInvoiceRequest
-	(*CreateInvoiceResponse)(nil), // 3: gatehouse.invoice.v1.CreateInvoiceResponse
-	(*GetInvoiceRequest)(nil),     // 4: gatehouse.invoice.v1.GetInvoiceRequest
-	(*GetInvoiceResponse)(nil),    // 5: gatehouse.invoice.v1.GetInvoiceResponse
-	(*ListInvoicesRequest)(nil),   // 6: gatehouse.invoice.v1.ListInvoicesRequest
-	(*ListInvoicesResponse)(nil),  // 7: gatehouse.invoice.v1.ListInvoicesResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(InvoiceStatus)(0),             // 0: gatehouse.invoice.v1.InvoiceStatus
+	(*Invoice)(nil),                // 1: gatehouse.invoice.v1.Invoice
+	(*CreateInvoiceRequest)(nil),   // 2: gatehouse.invoice.v1.CreateInvoiceRequest
+	(*CreateInvoiceResponse)(nil),  // 3: gatehouse.invoice.v1.CreateInvoiceResponse
+	(*GetInvoiceRequest)(nil),      // 4: gatehouse.invoice.v1.GetInvoiceRequest
+	(*GetInvoiceResponse)(nil),     // 5: gatehouse.invoice.v1.GetInvoiceResponse
+	(*ListInvoicesRequest)(nil),    // 6: gatehouse.invoice.v1.ListInvoicesRequest
+	(*ListInvoicesResponse)(nil),   // 7: gatehouse.invoice.v1.ListInvoicesResponse
+	(*ApproveInvoiceRequest)(nil),  // 8: gatehouse.invoice.v1.ApproveInvoiceRequest
+	(*ApproveInvoiceResponse)(nil), // 9: gatehouse.invoice.v1.ApproveInvoiceResponse
+	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
 }
 var file_gatehouse_invoice_v1_invoice_proto_depIdxs = []int32{
-	0, // 0: gatehouse.invoice.v1.Invoice.status:type_name -> gatehouse.invoice.v1.InvoiceStatus
-	8, // 1: gatehouse.invoice.v1.Invoice.create_time:type_name -> google.protobuf.Timestamp
-	1, // 2: gatehouse.invoice.v1.CreateInvoiceResponse.invoice:type_name -> gatehouse.invoice.v1.Invoice
-	1, // 3: gatehouse.invoice.v1.GetInvoiceResponse.invoice:type_name -> gatehouse.invoice.v1.Invoice
-	1, // 4: gatehouse.invoice.v1.ListInvoicesResponse.invoices:type_name -> gatehouse.invoice.v1.Invoice
-	2, // 5: gatehouse.invoice.v1.InvoiceService.CreateInvoice:input_type -> gatehouse.invoice.v1.CreateInvoiceRequest
-	4, // 6: gatehouse.invoice.v1.InvoiceService.GetInvoice:input_type -> gatehouse.invoice.v1.GetInvoiceRequest
-	6, // 7: gatehouse.invoice.v1.InvoiceService.ListInvoices:input_type -> gatehouse.invoice.v1.ListInvoicesRequest
-	3, // 8: gatehouse.invoice.v1.InvoiceService.CreateInvoice:output_type -> gatehouse.invoice.v1.CreateInvoiceResponse
-	5, // 9: gatehouse.invoice.v1.InvoiceService.GetInvoice:output_type -> gatehouse.invoice.v1.GetInvoiceResponse
-	7, // 10: gatehouse.invoice.v1.InvoiceService.ListInvoices:output_type -> gatehouse.invoice.v1.ListInvoicesResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: gatehouse.invoice.v1.Invoice.status:type_name -> gatehouse.invoice.v1.InvoiceStatus
+	10, // 1: gatehouse.invoice.v1.Invoice.create_time:type_name -> google.protobuf.Timestamp
+	10, // 2: gatehouse.invoice.v1.Invoice.approve_time:type_name -> google.protobuf.Timestamp
+	1,  // 3: gatehouse.invoice.v1.CreateInvoiceResponse.invoice:type_name -> gatehouse.invoice.v1.Invoice
+	1,  // 4: gatehouse.invoice.v1.GetInvoiceResponse.invoice:type_name -> gatehouse.invoice.v1.Invoice
+	1,  // 5: gatehouse.invoice.v1.ListInvoicesResponse.invoices:type_name -> gatehouse.invoice.v1.Invoice
+	1,  // 6: gatehouse.invoice.v1.ApproveInvoiceResponse.invoice:type_name -> gatehouse.invoice.v1.Invoice
+	2,  // 7: gatehouse.invoice.v1.InvoiceService.CreateInvoice:input_type -> gatehouse.invoice.v1.CreateInvoiceRequest
+	4,  // 8: gatehouse.invoice.v1.InvoiceService.GetInvoice:input_type -> gatehouse.invoice.v1.GetInvoiceRequest
+	6,  // 9: gatehouse.invoice.v1.InvoiceService.ListInvoices:input_type -> gatehouse.invoice.v1.ListInvoicesRequest
+	8,  // 10: gatehouse.invoice.v1.InvoiceService.ApproveInvoice:input_type -> gatehouse.invoice.v1.ApproveInvoiceRequest
+	3,  // 11: gatehouse.invoice.v1.InvoiceService.CreateInvoice:output_type -> gatehouse.invoice.v1.CreateInvoiceResponse
+	5,  // 12: gatehouse.invoice.v1.InvoiceService.GetInvoice:output_type -> gatehouse.invoice.v1.GetInvoiceResponse
+	7,  // 13: gatehouse.invoice.v1.InvoiceService.ListInvoices:output_type -> gatehouse.invoice.v1.ListInvoicesResponse
+	9,  // 14: gatehouse.invoice.v1.InvoiceService.ApproveInvoice:output_type -> gatehouse.invoice.v1.ApproveInvoiceResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_invoice_v1_invoice_proto_init() }
@@ -571,7 +693,7 @@ func file_gatehouse_invoice_v1_invoice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_invoice_v1_invoice_proto_rawDesc), len(file_gatehouse_invoice_v1_invoice_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,9 @@ func (s *Store) Create(_ context.Context, inv invoice.Invoice) error {
 	}
 	// Keep what PostgreSQL would keep, so both stores answer alike.
 	inv.CreateTime = inv.CreateTime.UTC().Truncate(time.Microsecond)
+	if !inv.ApproveTime.IsZero() {
+		inv.ApproveTime = inv.ApproveTime.UTC().Truncate(time.Microsecond)
+	}
 	s.invoices[inv.ID] = inv
 	return nil
 }
@@ -68,6 +71,24 @@ func (s *Store) List(_ context.Context, tenant string, after *invoice.Cursor, li
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+// Approve implements invoice.Store.
+func (s *Store) Approve(_ context.Context, tenant, id, subject string, at time.Time) (invoice.Invoice, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inv, ok := s.invoices[id]
+	if !ok || inv.Tenant != tenant {
+		return invoice.Invoice{}, fmt.Errorf("invoice %q: %w", id, invoice.ErrNotFound)
+	}
+	if inv.Status != invoice.StatusDraft {
+		return invoice.Invoice{}, fmt.Errorf("invoice %q: %w", id, invoice.ErrAlreadyApproved)
+	}
+	inv.Status = invoice.StatusApproved
+	inv.ApprovedBy = subject
+	inv.ApproveTime = at.UTC().Truncate(time.Microsecond)
+	s.invoices[id] = inv
+	return inv, nil
 }
 
 // Ping implements invoice.Store; memory is always reachable.

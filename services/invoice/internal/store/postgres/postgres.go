@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -36,7 +37,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 const uniqueViolation = "23505"
 
 // columns is the select list every query scans with scanInvoice.
-const columns = `id, tenant, customer, amount_cents, currency, status, created_by, create_time`
+const columns = `id, tenant, customer, amount_cents, currency, status, created_by, create_time, approved_by, approve_time`
 
 // Store is an invoice.Store on a pgx pool it does not own.
 type Store struct {
@@ -52,8 +53,9 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 func (s *Store) Create(ctx context.Context, inv invoice.Invoice) error {
 	_, err := s.pool.Exec(ctx, `
 		INSERT INTO invoices (`+columns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		inv.ID, inv.Tenant, inv.Customer, inv.AmountCents, inv.Currency, string(inv.Status), inv.CreatedBy, inv.CreateTime)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		inv.ID, inv.Tenant, inv.Customer, inv.AmountCents, inv.Currency, string(inv.Status), inv.CreatedBy, inv.CreateTime,
+		nullIfZero(inv.ApprovedBy), nullIfZero(inv.ApproveTime))
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
 		return fmt.Errorf("invoice %q: %w", inv.ID, invoice.ErrDuplicateID)
@@ -113,6 +115,32 @@ func (s *Store) List(ctx context.Context, tenant string, after *invoice.Cursor, 
 	return invs, nil
 }
 
+// Approve implements invoice.Store. The UPDATE approves only a draft, so of
+// concurrent approvals exactly one changes the row; when none does, a read
+// tells a missing invoice from an approved one (a status never goes back
+// to draft).
+func (s *Store) Approve(ctx context.Context, tenant, id, subject string, at time.Time) (invoice.Invoice, error) {
+	rows, err := s.pool.Query(ctx, `
+		UPDATE invoices SET status = $3, approved_by = $4, approve_time = $5
+		WHERE tenant = $1 AND id = $2 AND status = $6
+		RETURNING `+columns,
+		tenant, id, string(invoice.StatusApproved), subject, at, string(invoice.StatusDraft))
+	if err != nil {
+		return invoice.Invoice{}, fmt.Errorf("invoice store: approve: %w", err)
+	}
+	inv, err := pgx.CollectExactlyOneRow(rows, scanInvoice)
+	if err == nil {
+		return inv, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return invoice.Invoice{}, fmt.Errorf("invoice store: approve: %w", err)
+	}
+	if _, err := s.Get(ctx, tenant, id); err != nil {
+		return invoice.Invoice{}, err
+	}
+	return invoice.Invoice{}, fmt.Errorf("invoice %q: %w", id, invoice.ErrAlreadyApproved)
+}
+
 // Ping implements invoice.Store.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
@@ -123,13 +151,31 @@ func (s *Store) Ping(ctx context.Context) error {
 
 func scanInvoice(row pgx.CollectableRow) (invoice.Invoice, error) {
 	var (
-		inv    invoice.Invoice
-		status string
+		inv         invoice.Invoice
+		status      string
+		approvedBy  *string
+		approveTime *time.Time
 	)
-	if err := row.Scan(&inv.ID, &inv.Tenant, &inv.Customer, &inv.AmountCents, &inv.Currency, &status, &inv.CreatedBy, &inv.CreateTime); err != nil {
+	if err := row.Scan(&inv.ID, &inv.Tenant, &inv.Customer, &inv.AmountCents, &inv.Currency, &status, &inv.CreatedBy, &inv.CreateTime,
+		&approvedBy, &approveTime); err != nil {
 		return invoice.Invoice{}, err
 	}
 	inv.Status = invoice.Status(status)
 	inv.CreateTime = inv.CreateTime.UTC()
+	if approvedBy != nil {
+		inv.ApprovedBy = *approvedBy
+	}
+	if approveTime != nil {
+		inv.ApproveTime = approveTime.UTC()
+	}
 	return inv, nil
+}
+
+// nullIfZero stores an unset field as NULL.
+func nullIfZero[T comparable](v T) *T {
+	var zero T
+	if v == zero {
+		return nil
+	}
+	return &v
 }

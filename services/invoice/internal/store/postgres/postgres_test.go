@@ -82,6 +82,10 @@ func TestSchemaRejectsInvalidRows(t *testing.T) {
 		{name: "unknown status", mutate: func(i *invoice.Invoice) { i.Status = "paid" }},
 		{name: "empty tenant", mutate: func(i *invoice.Invoice) { i.Tenant = "" }},
 		{name: "empty creator", mutate: func(i *invoice.Invoice) { i.CreatedBy = "" }},
+		{name: "approved without approver", mutate: func(i *invoice.Invoice) { i.Status = invoice.StatusApproved }},
+		{name: "approved without approve time", mutate: func(i *invoice.Invoice) { i.Status, i.ApprovedBy = invoice.StatusApproved, "alice" }},
+		{name: "draft with approver", mutate: func(i *invoice.Invoice) { i.ApprovedBy, i.ApproveTime = "alice", i.CreateTime }},
+		{name: "draft with approve time", mutate: func(i *invoice.Invoice) { i.ApproveTime = i.CreateTime }},
 	}
 	for n, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

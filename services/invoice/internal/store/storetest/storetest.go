@@ -5,6 +5,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ func Run(t *testing.T, newStore func(t *testing.T) invoice.Store) {
 		want := fixture("acme", 1)
 		want.Customer = "Umbrella Corp – Zürich" // non-ASCII survives
 		want.Status = invoice.StatusApproved
+		want.ApprovedBy = "alice"
+		want.ApproveTime = base.Add(time.Hour)
 		mustCreate(t, s, want)
 		got, err := s.Get(t.Context(), "acme", want.ID)
 		if err != nil {
@@ -158,6 +161,100 @@ func Run(t *testing.T, newStore func(t *testing.T) invoice.Store) {
 		}
 	})
 
+	t.Run("Approve", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		draft := fixture("acme", 1)
+		mustCreate(t, s, draft)
+		// Nanoseconds and another zone: stored at microseconds, in UTC.
+		at := time.Date(2026, 3, 2, 10, 0, 0, 123456789, time.FixedZone("CET", 3600))
+		got, err := s.Approve(t.Context(), "acme", draft.ID, "alice", at)
+		if err != nil {
+			t.Fatalf("Approve = %v", err)
+		}
+		want := draft
+		want.Status = invoice.StatusApproved
+		want.ApprovedBy = "alice"
+		want.ApproveTime = time.Date(2026, 3, 2, 9, 0, 0, 123456000, time.UTC)
+		assertEqual(t, got, want)
+		stored, err := s.Get(t.Context(), "acme", draft.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertEqual(t, stored, want)
+	})
+
+	t.Run("ApproveOnce", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		draft := fixture("acme", 1)
+		mustCreate(t, s, draft)
+		first, err := s.Approve(t.Context(), "acme", draft.ID, "alice", base.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Approve(t.Context(), "acme", draft.ID, "mallory", base.Add(2*time.Hour)); !errors.Is(err, invoice.ErrAlreadyApproved) {
+			t.Fatalf("second Approve = %v, want ErrAlreadyApproved", err)
+		}
+		stored, err := s.Get(t.Context(), "acme", draft.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertEqual(t, stored, first) // the first approval stands
+	})
+
+	t.Run("ApproveIsTenantScoped", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		acme := fixture("acme", 1)
+		mustCreate(t, s, acme)
+		for _, tc := range []struct{ tenant, id string }{{"globex", acme.ID}, {"", acme.ID}, {"acme", "inv_does_not_exist"}} {
+			if _, err := s.Approve(t.Context(), tc.tenant, tc.id, "carol", base); !errors.Is(err, invoice.ErrNotFound) {
+				t.Fatalf("Approve %s as %q = %v, want ErrNotFound", tc.id, tc.tenant, err)
+			}
+		}
+		stored, err := s.Get(t.Context(), "acme", acme.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertEqual(t, stored, acme) // still a draft
+	})
+
+	t.Run("ConcurrentApprovals", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		draft := fixture("acme", 1)
+		mustCreate(t, s, draft)
+		const approvers = 8
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			winners []string
+		)
+		for i := range approvers {
+			wg.Go(func() {
+				subject := fmt.Sprintf("approver-%d", i)
+				_, err := s.Approve(t.Context(), "acme", draft.ID, subject, base.Add(time.Hour))
+				switch {
+				case err == nil:
+					mu.Lock()
+					winners = append(winners, subject)
+					mu.Unlock()
+				case !errors.Is(err, invoice.ErrAlreadyApproved):
+					t.Errorf("%s: Approve = %v, want nil or ErrAlreadyApproved", subject, err)
+				}
+			})
+		}
+		wg.Wait()
+		if len(winners) != 1 {
+			t.Fatalf("%d approvals succeeded (%v), want exactly one", len(winners), winners)
+		}
+		stored, err := s.Get(t.Context(), "acme", draft.ID)
+		if err != nil || stored.ApprovedBy != winners[0] {
+			t.Fatalf("stored approver %q (%v), want %q", stored.ApprovedBy, err, winners[0])
+		}
+	})
+
 	t.Run("ListNonPositiveLimit", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
@@ -217,7 +314,11 @@ func assertEqual(t *testing.T, got, want invoice.Invoice) {
 	if !got.CreateTime.Equal(want.CreateTime) || got.CreateTime.Location() != time.UTC {
 		t.Fatalf("CreateTime = %v, want %v in UTC", got.CreateTime, want.CreateTime)
 	}
+	if !got.ApproveTime.Equal(want.ApproveTime) || !got.ApproveTime.IsZero() && got.ApproveTime.Location() != time.UTC {
+		t.Fatalf("ApproveTime = %v, want %v in UTC", got.ApproveTime, want.ApproveTime)
+	}
 	got.CreateTime, want.CreateTime = time.Time{}, time.Time{}
+	got.ApproveTime, want.ApproveTime = time.Time{}, time.Time{}
 	if got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}

@@ -42,6 +42,9 @@ const (
 	// InvoiceServiceListInvoicesProcedure is the fully-qualified name of the InvoiceService's
 	// ListInvoices RPC.
 	InvoiceServiceListInvoicesProcedure = "/gatehouse.invoice.v1.InvoiceService/ListInvoices"
+	// InvoiceServiceApproveInvoiceProcedure is the fully-qualified name of the InvoiceService's
+	// ApproveInvoice RPC.
+	InvoiceServiceApproveInvoiceProcedure = "/gatehouse.invoice.v1.InvoiceService/ApproveInvoice"
 )
 
 // InvoiceServiceClient is a client for the gatehouse.invoice.v1.InvoiceService service.
@@ -52,6 +55,12 @@ type InvoiceServiceClient interface {
 	GetInvoice(context.Context, *connect.Request[v1.GetInvoiceRequest]) (*connect.Response[v1.GetInvoiceResponse], error)
 	// ListInvoices lists the invoices of the caller's tenant that the caller may read.
 	ListInvoices(context.Context, *connect.Request[v1.ListInvoicesRequest]) (*connect.Response[v1.ListInvoicesResponse], error)
+	// ApproveInvoice approves a draft invoice of the caller's tenant for
+	// payment. An invoice is approved once: approving an approved invoice is
+	// FAILED_PRECONDITION. Approving a large amount may need a recent
+	// multi-factor sign-in: the answer is then UNAUTHENTICATED with an
+	// RFC 9470 step-up challenge (see docs/step-up.md).
+	ApproveInvoice(context.Context, *connect.Request[v1.ApproveInvoiceRequest]) (*connect.Response[v1.ApproveInvoiceResponse], error)
 }
 
 // NewInvoiceServiceClient constructs a client for the gatehouse.invoice.v1.InvoiceService service.
@@ -85,14 +94,21 @@ func NewInvoiceServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		approveInvoice: connect.NewClient[v1.ApproveInvoiceRequest, v1.ApproveInvoiceResponse](
+			httpClient,
+			baseURL+InvoiceServiceApproveInvoiceProcedure,
+			connect.WithSchema(invoiceServiceMethods.ByName("ApproveInvoice")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // invoiceServiceClient implements InvoiceServiceClient.
 type invoiceServiceClient struct {
-	createInvoice *connect.Client[v1.CreateInvoiceRequest, v1.CreateInvoiceResponse]
-	getInvoice    *connect.Client[v1.GetInvoiceRequest, v1.GetInvoiceResponse]
-	listInvoices  *connect.Client[v1.ListInvoicesRequest, v1.ListInvoicesResponse]
+	createInvoice  *connect.Client[v1.CreateInvoiceRequest, v1.CreateInvoiceResponse]
+	getInvoice     *connect.Client[v1.GetInvoiceRequest, v1.GetInvoiceResponse]
+	listInvoices   *connect.Client[v1.ListInvoicesRequest, v1.ListInvoicesResponse]
+	approveInvoice *connect.Client[v1.ApproveInvoiceRequest, v1.ApproveInvoiceResponse]
 }
 
 // CreateInvoice calls gatehouse.invoice.v1.InvoiceService.CreateInvoice.
@@ -110,6 +126,11 @@ func (c *invoiceServiceClient) ListInvoices(ctx context.Context, req *connect.Re
 	return c.listInvoices.CallUnary(ctx, req)
 }
 
+// ApproveInvoice calls gatehouse.invoice.v1.InvoiceService.ApproveInvoice.
+func (c *invoiceServiceClient) ApproveInvoice(ctx context.Context, req *connect.Request[v1.ApproveInvoiceRequest]) (*connect.Response[v1.ApproveInvoiceResponse], error) {
+	return c.approveInvoice.CallUnary(ctx, req)
+}
+
 // InvoiceServiceHandler is an implementation of the gatehouse.invoice.v1.InvoiceService service.
 type InvoiceServiceHandler interface {
 	// CreateInvoice creates an invoice in the caller's tenant.
@@ -118,6 +139,12 @@ type InvoiceServiceHandler interface {
 	GetInvoice(context.Context, *connect.Request[v1.GetInvoiceRequest]) (*connect.Response[v1.GetInvoiceResponse], error)
 	// ListInvoices lists the invoices of the caller's tenant that the caller may read.
 	ListInvoices(context.Context, *connect.Request[v1.ListInvoicesRequest]) (*connect.Response[v1.ListInvoicesResponse], error)
+	// ApproveInvoice approves a draft invoice of the caller's tenant for
+	// payment. An invoice is approved once: approving an approved invoice is
+	// FAILED_PRECONDITION. Approving a large amount may need a recent
+	// multi-factor sign-in: the answer is then UNAUTHENTICATED with an
+	// RFC 9470 step-up challenge (see docs/step-up.md).
+	ApproveInvoice(context.Context, *connect.Request[v1.ApproveInvoiceRequest]) (*connect.Response[v1.ApproveInvoiceResponse], error)
 }
 
 // NewInvoiceServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -147,6 +174,12 @@ func NewInvoiceServiceHandler(svc InvoiceServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	invoiceServiceApproveInvoiceHandler := connect.NewUnaryHandler(
+		InvoiceServiceApproveInvoiceProcedure,
+		svc.ApproveInvoice,
+		connect.WithSchema(invoiceServiceMethods.ByName("ApproveInvoice")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.invoice.v1.InvoiceService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case InvoiceServiceCreateInvoiceProcedure:
@@ -155,6 +188,8 @@ func NewInvoiceServiceHandler(svc InvoiceServiceHandler, opts ...connect.Handler
 			invoiceServiceGetInvoiceHandler.ServeHTTP(w, r)
 		case InvoiceServiceListInvoicesProcedure:
 			invoiceServiceListInvoicesHandler.ServeHTTP(w, r)
+		case InvoiceServiceApproveInvoiceProcedure:
+			invoiceServiceApproveInvoiceHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -174,4 +209,8 @@ func (UnimplementedInvoiceServiceHandler) GetInvoice(context.Context, *connect.R
 
 func (UnimplementedInvoiceServiceHandler) ListInvoices(context.Context, *connect.Request[v1.ListInvoicesRequest]) (*connect.Response[v1.ListInvoicesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.invoice.v1.InvoiceService.ListInvoices is not implemented"))
+}
+
+func (UnimplementedInvoiceServiceHandler) ApproveInvoice(context.Context, *connect.Request[v1.ApproveInvoiceRequest]) (*connect.Response[v1.ApproveInvoiceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.invoice.v1.InvoiceService.ApproveInvoice is not implemented"))
 }
