@@ -3,6 +3,7 @@ module github.com/gatehouse/gatehouse/deploy/demo
 go 1.26.0
 
 require (
+	github.com/coreos/go-oidc/v3 v3.21.0
 	github.com/gatehouse/gatehouse/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/services/gateway v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/services/invoice v0.0.0-00010101000000-000000000000
@@ -14,12 +15,14 @@ require (
 
 require (
 	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
+	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/pquerna/otp v1.5.0 // indirect
+	github.com/sony/gobreaker/v2 v2.4.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
 
 require (
-	connectrpc.com/connect v1.21.1 // indirect
+	connectrpc.com/connect v1.21.1
 	connectrpc.com/connect/v2 v2.0.0 // indirect
 	connectrpc.com/otelconnect v0.12.0 // indirect
 	github.com/agnivade/levenshtein v1.2.2 // indirect
@@ -38,7 +41,7 @@ require (
 	github.com/gatehouse/gatehouse/libs/enforce v0.0.0-00010101000000-000000000000 // indirect
 	github.com/gatehouse/gatehouse/libs/postgres v0.0.0-00010101000000-000000000000 // indirect
 	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000
-	github.com/gatehouse/gatehouse/proto v0.0.0-00010101000000-000000000000 // indirect
+	github.com/gatehouse/gatehouse/proto v0.0.0-00010101000000-000000000000
 	github.com/go-jose/go-jose/v3 v3.0.3 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -127,12 +130,12 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/mod v0.42.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
-	golang.org/x/oauth2 v0.38.0 // indirect
+	golang.org/x/oauth2 v0.38.0
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/tools v0.52.1-0.20261106145633-d407941a339a // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c // indirect
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c
 	google.golang.org/grpc v1.85.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/ini.v1 v1.67.3 // indirect

@@ -106,6 +106,9 @@ func run(ctx context.Context, stdout, stderr io.Writer, opts options) error {
 			return fmt.Errorf("%s flags: %w", s.name, err)
 		}
 	}
+	// The gateway follows the issuer's revocation feed as the demo client
+	// "gateway" (a secret is never a flag).
+	gatewayCfg.RevocationClientSecret = "gateway-secret"
 
 	if err := bannerTemplate.Execute(stdout, p); err != nil {
 		return err

@@ -135,9 +135,10 @@ func Start(ctx context.Context) (s *Stack, err error) {
 			"GATEHOUSE_INVOICE_PDP_URL":      "http://pdp:8081",
 		}},
 		{name: "gateway", image: "gatehouse/gateway:" + tag, port: "8000/tcp", env: map[string]string{
-			"GATEHOUSE_GATEWAY_ISSUER":      IssuerID,
-			"GATEHOUSE_GATEWAY_PDP_URL":     "http://pdp:8081",
-			"GATEHOUSE_GATEWAY_INVOICE_URL": "http://invoice:8091",
+			"GATEHOUSE_GATEWAY_ISSUER":                   IssuerID,
+			"GATEHOUSE_GATEWAY_PDP_URL":                  "http://pdp:8081",
+			"GATEHOUSE_GATEWAY_INVOICE_URL":              "http://invoice:8091",
+			"GATEHOUSE_GATEWAY_REVOCATION_CLIENT_SECRET": "gateway-secret",
 		}},
 	}
 	for _, spec := range specs {

@@ -6,9 +6,15 @@ require (
 	connectrpc.com/connect v1.21.1
 	github.com/gatehouse/gatehouse/libs/accesstoken v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/enforce v0.0.0-00010101000000-000000000000
+	github.com/gatehouse/gatehouse/libs/revocation v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/telemetry v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/proto v0.0.0-00010101000000-000000000000
+	github.com/hashicorp/golang-lru/v2 v2.0.7
+	github.com/sony/gobreaker/v2 v2.4.0
+	go.opentelemetry.io/otel v1.47.0
+	go.opentelemetry.io/otel/metric v1.47.0
+	go.opentelemetry.io/otel/sdk/metric v1.47.0
 	golang.org/x/time v0.16.0
 	google.golang.org/protobuf v1.36.12
 )
@@ -33,15 +39,12 @@ require (
 	github.com/prometheus/procfs v0.23.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0 // indirect
-	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/prometheus v0.69.0 // indirect
 	go.opentelemetry.io/otel/exporters/stdout/stdouttrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
-	go.opentelemetry.io/otel/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
-	go.opentelemetry.io/otel/sdk/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	go.opentelemetry.io/proto/otlp v1.11.1 // indirect
 	golang.org/x/net v0.62.0 // indirect
@@ -55,6 +58,7 @@ require (
 replace (
 	github.com/gatehouse/gatehouse/libs/accesstoken => ../../libs/accesstoken
 	github.com/gatehouse/gatehouse/libs/enforce => ../../libs/enforce
+	github.com/gatehouse/gatehouse/libs/revocation => ../../libs/revocation
 	github.com/gatehouse/gatehouse/libs/serve => ../../libs/serve
 	github.com/gatehouse/gatehouse/libs/telemetry => ../../libs/telemetry
 	github.com/gatehouse/gatehouse/proto => ../../proto
