@@ -38,8 +38,9 @@ require (
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
 	github.com/gatehouse/gatehouse/libs/accesstoken v0.0.0-00010101000000-000000000000 // indirect
 	github.com/gatehouse/gatehouse/libs/audit v0.0.0-00010101000000-000000000000 // indirect
-	github.com/gatehouse/gatehouse/libs/enforce v0.0.0-00010101000000-000000000000 // indirect
+	github.com/gatehouse/gatehouse/libs/enforce v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/postgres v0.0.0-00010101000000-000000000000 // indirect
+	github.com/gatehouse/gatehouse/libs/revocation v0.0.0-00010101000000-000000000000 // indirect
 	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/proto v0.0.0-00010101000000-000000000000
 	github.com/go-jose/go-jose/v3 v3.0.3 // indirect
@@ -156,3 +157,5 @@ replace (
 	github.com/gatehouse/gatehouse/services/pdp => ../../services/pdp
 	github.com/gatehouse/gatehouse/services/support => ../../services/support
 )
+
+replace github.com/gatehouse/gatehouse/libs/revocation => ../../libs/revocation
