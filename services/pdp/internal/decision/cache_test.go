@@ -168,11 +168,15 @@ func (s *recordingShadower) Submit(job decision.ShadowJob) bool {
 
 func TestDecideHandsRolloutsToTheShadower(t *testing.T) {
 	t.Parallel()
-	active := &fakeEvaluator{version: "v1", d: decision.Decision{State: decision.Allow, ReasonCode: reason.Allowed}}
-	candidate := &fakeEvaluator{version: "v2", d: decision.Decision{State: decision.Deny, ReasonCode: reason.RoleNotPermitted}}
+	// Each subtest gets its own evaluators: they count their calls.
+	evaluators := func() (active, candidate *fakeEvaluator) {
+		return &fakeEvaluator{version: "v1", d: decision.Decision{State: decision.Allow, ReasonCode: reason.Allowed}},
+			&fakeEvaluator{version: "v2", d: decision.Decision{State: decision.Deny, ReasonCode: reason.RoleNotPermitted}}
+	}
 
 	t.Run("shadow job carries the audit event", func(t *testing.T) {
 		t.Parallel()
+		active, candidate := evaluators()
 		sh := &recordingShadower{}
 		f := newFixture(t, decision.Options{Router: rolloutRouter{decision.Selection{Decider: active, Other: candidate}}, Shadower: sh})
 		d := f.svc.Decide(t.Context(), valid())
@@ -191,6 +195,7 @@ func TestDecideHandsRolloutsToTheShadower(t *testing.T) {
 	})
 	t.Run("canary: the candidate decides and says so", func(t *testing.T) {
 		t.Parallel()
+		active, candidate := evaluators()
 		sh := &recordingShadower{}
 		f := newFixture(t, decision.Options{Router: rolloutRouter{decision.Selection{Decider: candidate, Other: active, DeciderIsCandidate: true}}, Shadower: sh})
 		d := f.svc.Decide(t.Context(), valid())
@@ -200,6 +205,7 @@ func TestDecideHandsRolloutsToTheShadower(t *testing.T) {
 	})
 	t.Run("a full shadow queue loses no audit event", func(t *testing.T) {
 		t.Parallel()
+		active, candidate := evaluators()
 		f := newFixture(t, decision.Options{Router: rolloutRouter{decision.Selection{Decider: active, Other: candidate}}, Shadower: &recordingShadower{refuse: true}})
 		d := f.svc.Decide(t.Context(), valid())
 		events := f.events(t)
@@ -209,6 +215,7 @@ func TestDecideHandsRolloutsToTheShadower(t *testing.T) {
 	})
 	t.Run("invalid input is not shadowed", func(t *testing.T) {
 		t.Parallel()
+		active, candidate := evaluators()
 		sh := &recordingShadower{}
 		f := newFixture(t, decision.Options{Router: rolloutRouter{decision.Selection{Decider: active, Other: candidate}}, Shadower: sh})
 		f.svc.Decide(t.Context(), decision.Request{})
