@@ -48,6 +48,9 @@ const instrumentation = "github.com/gatehouse/gatehouse/services/pdp"
 // and flushing telemetry, on Close.
 const shutdownTimeout = 10 * time.Second
 
+// compressMinBytes is the smallest response the PDP compresses.
+const compressMinBytes = 4 << 10
+
 // jwksTimeout bounds one fetch of the issuer's JWKS.
 const jwksTimeout = 5 * time.Second
 
@@ -110,8 +113,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	// Decisions arrive by the thousand per second: each append (one
+	// transaction, one commit) takes as many events as the log allows, so
+	// the writer is bound by commits far less often (docs/benchmarks.md).
 	if a.recorder, err = audit.NewRecorder(decisionLog, audit.RecorderOptions{
-		QueueSize: cfg.DecisionLogQueue, Meter: meter, Logger: logger,
+		QueueSize: cfg.DecisionLogQueue, BatchSize: audit.MaxAppendBatch, Meter: meter, Logger: logger,
 	}); err != nil {
 		return nil, err
 	}
@@ -204,6 +210,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 	mux.Handle(authzv1connect.NewDecisionServiceHandler(decisionrpc.NewHandler(svc),
 		connect.WithInterceptors(otel),
 		connect.WithReadMaxBytes(decisionrpc.MaxRequestBytes),
+		// A decision is ~100 bytes: gzipping it costs more CPU than the
+		// whole policy evaluation and saves nothing on the wire
+		// (docs/benchmarks.md). Large BatchCheck answers still compress.
+		connect.WithCompressMinBytes(compressMinBytes),
 	))
 	mux.Handle(authzv1connect.NewPolicyAdminServiceHandler(admin,
 		connect.WithInterceptors(otel),

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -60,6 +62,9 @@ type Service struct {
 	timeout  time.Duration
 	logger   *slog.Logger
 	tracer   trace.Tracer
+
+	attrSets  sync.Map // attrKey -> metric.MeasurementOption
+	attrCount atomic.Int64
 
 	decisions    metric.Int64Counter
 	latency      metric.Float64Histogram
@@ -121,6 +126,38 @@ func (s *Service) instrument(meter metric.Meter) error {
 	return nil
 }
 
+// attrKey names one metric attribute set of decisions.
+type attrKey struct {
+	state  State
+	reason string
+	role   string
+}
+
+// maxAttrSets bounds the memoized attribute sets: reason codes come from
+// the policy, so a bundle could in principle invent many; past the bound
+// sets are built per call.
+const maxAttrSets = 256
+
+// attrs returns the metric attributes of a decision, built once per
+// (state, reason, role): the hot path records without allocating them.
+func (s *Service) attrs(state State, reasonCode, role string) metric.MeasurementOption {
+	k := attrKey{state, reasonCode, role}
+	if v, ok := s.attrSets.Load(k); ok {
+		return v.(metric.MeasurementOption)
+	}
+	opt := metric.WithAttributes(
+		attribute.String("decision", state.String()),
+		attribute.String("reason_code", reasonCode),
+		attribute.String("decided_by", role),
+	)
+	if s.attrCount.Load() < maxAttrSets {
+		if _, loaded := s.attrSets.LoadOrStore(k, opt); !loaded {
+			s.attrCount.Add(1)
+		}
+	}
+	return opt
+}
+
 // Precomputed metric attributes: the hot path records without allocating
 // them per decision.
 var (
@@ -171,11 +208,7 @@ func (s *Service) Decide(ctx context.Context, req Request) Decision {
 			slog.Duration("latency", elapsed),
 		)
 	}
-	attrs := metric.WithAttributes(
-		attribute.String("decision", d.State.String()),
-		attribute.String("reason_code", d.ReasonCode),
-		attribute.String("decided_by", role),
-	)
+	attrs := s.attrs(d.State, d.ReasonCode, role)
 	s.decisions.Add(ctx, 1, attrs)
 	s.latency.Record(ctx, elapsed.Seconds(), attrs)
 
