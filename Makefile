@@ -151,6 +151,10 @@ docs-check: ## Fail when generated docs are stale.
 bench: ## Hot-path benchmarks: token verification, PDP decisions, token issuance.
 	go test -run '^$$' -bench . -benchmem ./libs/accesstoken/... ./services/pdp/... ./services/issuer/...
 
+.PHONY: bench-pdp
+bench-pdp: tools postgres-image ## Loopback load run: the PDP against stock OPA server on the same bundle and inputs (docs/benchmarks.md; ~20 min).
+	GATEHOUSE_POSTGRES_IMAGE="$$(deploy/postgres/image.sh)" scripts/bench-pdp.sh
+
 .PHONY: clean
 clean: ## Remove build output (not the tools).
 	rm -rf $(DIST)

@@ -333,25 +333,3 @@ func TestRunStopsWithContext(t *testing.T) {
 		t.Errorf("Run = %v, want nil after the context ends", err)
 	}
 }
-
-// BenchmarkCheck measures the hot path end to end: an allowed Check over
-// HTTP/1.1 with the Connect protocol, through the otel interceptor,
-// validation, Rego evaluation and decision logging.
-func BenchmarkCheck(b *testing.B) {
-	a, err := app.New(b.Context(), testConfig(), telemetry.NewLogger(io.Discard, app.ServiceName, slog.LevelInfo))
-	if err != nil {
-		b.Fatalf("app.New: %v", err)
-	}
-	defer a.Close()
-	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
-	client := authzv1connect.NewDecisionServiceClient(srv.Client(), srv.URL)
-	req := connect.NewRequest(check(bob(), "invoice:read", invoice("acme")))
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := client.Check(b.Context(), req)
-		if err != nil || resp.Msg.GetDecision() != authzv1.Decision_DECISION_ALLOW {
-			b.Fatalf("Check = %v, %v; want ALLOW", resp, err)
-		}
-	}
-}
