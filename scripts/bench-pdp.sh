@@ -60,18 +60,23 @@ die() { log "$*"; exit 1; }
 
 work=$(mktemp -d /tmp/bench-pdp-work.XXXXXX)
 server_pid=""
+load_pid=""
 container=""
 cleanup() {
-	if [[ -n $server_pid ]]; then
-		kill "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
+	local pid
+	for pid in $load_pid $server_pid; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 	if [[ -n $container ]]; then
 		docker rm -f -v "$container" >/dev/null 2>&1 || true
 	fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
+# An interrupted or timed-out benchmark still stops what it started.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Servers on one CPU, the load generator (and Postgres, which in production
 # runs elsewhere) on the other; taskset execs, so $! is the server's pid.
@@ -172,9 +177,13 @@ bench() {
 	for attempt in $(seq "$ATTEMPTS"); do
 		rc=0
 		"${start[@]}"
+		# In the background, so that a signal need not wait for the run.
 		"${client_cpu[@]}" "$work/pdpload" run -label "$label" -mode "$mode" \
 			-inputs "$INPUTS" -seed "$SEED" -warmup "$WARMUP" -duration "$DURATION" "${bundle_flags[@]}" \
-			-server-pid "$server_pid" -max-other-cores "$QUIET_CPU" -out "$out" "$@" 2>&1 | tee -a "$OUT/runs.log" || rc=$?
+			-server-pid "$server_pid" -max-other-cores "$QUIET_CPU" -out "$out" "$@" > >(tee -a "$OUT/runs.log") 2>&1 &
+		load_pid=$!
+		wait "$load_pid" || rc=$?
+		load_pid=""
 		stop_server
 		((rc == 3 && attempt < ATTEMPTS)) || break
 		log "$label $mode: other work spoilt the run (attempt $attempt); repeating"
