@@ -128,17 +128,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 			return nil, err
 		}
 	}
-	load := func(ctx context.Context, b policystore.Bundle) (decision.Evaluator, error) {
-		opened, err := bundle.Open(b.Tarball, verifier)
-		if err != nil {
-			return nil, err
-		}
-		if opened.Revision != b.Revision {
-			return nil, fmt.Errorf("stored bundle %q holds revision %q", b.Revision, opened.Revision)
-		}
-		return policy.Compile(ctx, opened)
-	}
-	if a.manager, err = rollout.NewManager(policies, load, rollout.Options{
+	check := checker{verifier: verifier}
+	if a.manager, err = rollout.NewManager(policies, check.load, rollout.Options{
 		Logger: logger, Meter: meter, PollInterval: cfg.RolloutPoll,
 		OnInit: func(ctx context.Context, r policystore.Rollout) {
 			// The first activation is a policy change like any other.
@@ -195,7 +186,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 		return nil, err
 	}
 	admin, err := adminrpc.NewHandler(adminrpc.Deps{
-		Store: policies, Local: a.manager, Check: checker{verifier: verifier},
+		Store: policies, Local: a.manager, Check: check,
 		Auth: tokens, Audit: a.recorder, Logger: logger,
 	})
 	if err != nil {
@@ -260,11 +251,7 @@ func (a *App) openStores(ctx context.Context, cfg Config, logger *slog.Logger) (
 // be identical across Go versions). Other content under the same revision
 // stops the PDP: revisions are immutable, so bump it.
 func bootstrap(ctx context.Context, m *rollout.Manager, store policystore.Store, v *bundle.Verifier, initial *bundle.Bundle) error {
-	b := policystore.Bundle{
-		Revision: initial.Revision, Digest: initial.Digest, Tarball: initial.Tarball,
-		SigningKeyID: initial.SigningKeyID, UploadedBy: bootstrapActor,
-	}
-	err := m.Bootstrap(ctx, b, bootstrapActor)
+	err := m.Bootstrap(ctx, stored(initial, bootstrapActor), bootstrapActor)
 	if !errors.Is(err, policystore.ErrRevisionConflict) {
 		return err
 	}
@@ -282,16 +269,34 @@ func bootstrap(ctx context.Context, m *rollout.Manager, store policystore.Store,
 // checker verifies and compiles pushed bundles for PolicyAdminService.
 type checker struct{ verifier *bundle.Verifier }
 
-// Check implements adminrpc.BundleChecker.
+// Check implements adminrpc.BundleChecker: it verifies and compiles a
+// pushed bundle (policy.Compile's errors wrap bundle.ErrInvalid).
 func (c checker) Check(ctx context.Context, tarball []byte) (policystore.Bundle, error) {
 	b, err := bundle.Open(tarball, c.verifier)
 	if err != nil {
 		return policystore.Bundle{}, err
 	}
 	if _, err := policy.Compile(ctx, b); err != nil {
-		return policystore.Bundle{}, fmt.Errorf("%w: %w", bundle.ErrInvalid, err)
+		return policystore.Bundle{}, err
 	}
-	return policystore.Bundle{Revision: b.Revision, Digest: b.Digest, Tarball: b.Tarball, SigningKeyID: b.SigningKeyID}, nil
+	return stored(b, ""), nil
+}
+
+// load is the rollout.Loader: it verifies and compiles a stored bundle.
+func (c checker) load(ctx context.Context, b policystore.Bundle) (decision.Evaluator, error) {
+	opened, err := bundle.Open(b.Tarball, c.verifier)
+	if err != nil {
+		return nil, err
+	}
+	if opened.Revision != b.Revision {
+		return nil, fmt.Errorf("stored bundle %q holds revision %q", b.Revision, opened.Revision)
+	}
+	return policy.Compile(ctx, opened)
+}
+
+// stored is what the policy store keeps of a verified bundle.
+func stored(b *bundle.Bundle, uploadedBy string) policystore.Bundle {
+	return policystore.Bundle{Revision: b.Revision, Digest: b.Digest, Tarball: b.Tarball, SigningKeyID: b.SigningKeyID, UploadedBy: uploadedBy}
 }
 
 // Handler returns every route of the PDP: the DecisionService and
