@@ -50,6 +50,10 @@ type Query struct {
 	Subject  string
 	ClientID string
 	Tenant   string
+	// Actor, when set, must be one of the event's actor chain: everything
+	// done by someone acting for another (an agent impersonating a
+	// customer, a service acting for a user), at any depth of the chain.
+	Actor string
 	// Since (inclusive) and Until (exclusive) bound the event's Time.
 	Since, Until time.Time
 }

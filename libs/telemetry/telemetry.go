@@ -136,14 +136,16 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
 }
 
-// ConnectInterceptor traces and measures Connect calls, server or client side.
-func (t *Telemetry) ConnectInterceptor() (*otelconnect.Interceptor, error) {
-	return otelconnect.NewInterceptor(
+// ConnectInterceptor traces and measures Connect calls, server or client
+// side; opts add to (or override) the defaults, e.g. otelconnect.WithoutMetrics
+// for a handler that measures itself.
+func (t *Telemetry) ConnectInterceptor(opts ...otelconnect.Option) (*otelconnect.Interceptor, error) {
+	return otelconnect.NewInterceptor(append([]otelconnect.Option{
 		otelconnect.WithTracerProvider(t.tracerProvider),
 		otelconnect.WithMeterProvider(t.meterProvider),
 		otelconnect.WithPropagator(t.propagator),
 		otelconnect.WithTrustRemote(),
-	)
+	}, opts...)...)
 }
 
 // Middleware starts a server span for every HTTP request (continuing the

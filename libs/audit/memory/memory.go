@@ -5,6 +5,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/gatehouse/gatehouse/libs/audit"
@@ -73,6 +74,7 @@ func matches(q audit.Query, e audit.Event) bool {
 		(q.Subject == "" || e.Subject == q.Subject) &&
 		(q.ClientID == "" || e.ClientID == q.ClientID) &&
 		(q.Tenant == "" || e.Tenant == q.Tenant) &&
+		(q.Actor == "" || slices.Contains(e.ActorChain, q.Actor)) &&
 		(q.Since.IsZero() || !e.Time.Before(q.Since)) &&
 		(q.Until.IsZero() || e.Time.Before(q.Until))
 }

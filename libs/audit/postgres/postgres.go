@@ -51,15 +51,35 @@ const columnList = "seq, event_id, occurred_at, type, subject, actor_chain, clie
 
 // Store is an audit.Store on a pgx pool it does not own.
 type Store struct {
-	pool    *pgxpool.Pool
-	columns []string // columnList, for COPY
+	pool        *pgxpool.Pool
+	columns     []string // columnList, for COPY
+	asyncCommit bool
 }
 
 var _ audit.Store = (*Store)(nil)
 
+// Option configures a Store.
+type Option func(*Store)
+
+// WithAsynchronousCommit makes every Append commit with PostgreSQL's
+// synchronous_commit off, for that transaction only: the commit returns
+// before its WAL record is flushed to disk. A high-volume log (the PDP's
+// decision log) then writes at the rate of the CPU rather than of the
+// disk's flushes. The cost: if the database server crashes (not a clean
+// stop, and not a crash of the appending process), the appends of the last
+// moments before the crash (up to three times wal_writer_delay, 600 ms by
+// default) are gone. The chain head rolls back with them, so the chain
+// stays verifiable; the loss does not show as tampering. The database never
+// becomes inconsistent. docs/audit.md weighs this.
+func WithAsynchronousCommit() Option { return func(s *Store) { s.asyncCommit = true } }
+
 // New returns a Store using pool; the schema must be migrated (see Migrate).
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, columns: strings.Split(columnList, ", ")}
+func New(pool *pgxpool.Pool, opts ...Option) *Store {
+	s := &Store{pool: pool, columns: strings.Split(columnList, ", ")}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Append implements audit.Store. One transaction per call locks the chain
@@ -74,6 +94,11 @@ func (s *Store) Append(ctx context.Context, events ...audit.Event) ([]audit.Even
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
+	if s.asyncCommit {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return nil, fmt.Errorf("audit store: append: %w", err)
+		}
+	}
 	var head audit.Head
 	if err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_chain_head FOR UPDATE`).Scan(&head.Seq, &head.Hash); err != nil {
 		return nil, fmt.Errorf("audit store: append: lock chain head: %w", err)
@@ -142,6 +167,10 @@ func (s *Store) List(ctx context.Context, q audit.Query) ([]audit.Event, error) 
 	}
 	if q.Tenant != "" {
 		where("tenant =", q.Tenant)
+	}
+	if q.Actor != "" {
+		args = append(args, q.Actor)
+		sql.WriteString(" AND $" + strconv.Itoa(len(args)) + " = ANY(actor_chain)")
 	}
 	if !q.Since.IsZero() {
 		where("occurred_at >=", q.Since)

@@ -230,20 +230,22 @@ func Run(t *testing.T, newStore func(t *testing.T) audit.Store) {
 		at := func(e audit.Event, d time.Duration) audit.Event { e.Time = t0.Add(d); return e }
 		withType := func(e audit.Event, typ audit.Type) audit.Event { e.Type = typ; return e }
 		withTenant := func(e audit.Event, tenant string) audit.Event { e.Tenant = tenant; return e }
+		withActors := func(e audit.Event, actors ...string) audit.Event { e.ActorChain = actors; return e }
 		mustAppend(t, s,
-			at(newEvent("alice", "invoice-web"), 0),                                             // 1
-			at(withType(newEvent("alice", "invoice-web"), audit.TypeTokenRevoked), time.Second), // 2
-			at(withTenant(newEvent("carol", "invoice-web"), "globex"), 2*time.Second),           // 3
-			at(newEvent("bob", "billing-bot"), 3*time.Second),                                   // 4
-			at(newEvent("alice", "billing-bot"), 4*time.Second+time.Microsecond),                // 5
+			at(newEvent("alice", "invoice-web"), 0),                                                     // 1
+			at(withType(newEvent("alice", "invoice-web"), audit.TypeTokenRevoked), time.Second),         // 2
+			at(withTenant(newEvent("carol", "invoice-web"), "globex"), 2*time.Second),                   // 3
+			at(newEvent("bob", "billing-bot"), 3*time.Second),                                           // 4
+			at(newEvent("alice", "billing-bot"), 4*time.Second+time.Microsecond),                        // 5
+			at(withActors(newEvent("bob", "support-console"), "sam", "support-console"), 5*time.Second), // 6
 		)
 		tests := []struct {
 			name string
 			q    audit.Query
 			want []int64
 		}{
-			{name: "all", q: audit.Query{}, want: []int64{1, 2, 3, 4, 5}},
-			{name: "after seq", q: audit.Query{AfterSeq: 3}, want: []int64{4, 5}},
+			{name: "all", q: audit.Query{}, want: []int64{1, 2, 3, 4, 5, 6}},
+			{name: "after seq", q: audit.Query{AfterSeq: 3}, want: []int64{4, 5, 6}},
 			{name: "after the end", q: audit.Query{AfterSeq: 9}},
 			{name: "limit", q: audit.Query{AfterSeq: 1, Limit: 2}, want: []int64{2, 3}},
 			{name: "type", q: audit.Query{Type: audit.TypeTokenRevoked}, want: []int64{2}},
@@ -251,15 +253,19 @@ func Run(t *testing.T, newStore func(t *testing.T) audit.Store) {
 			{name: "client", q: audit.Query{ClientID: "billing-bot"}, want: []int64{4, 5}},
 			{name: "tenant", q: audit.Query{Tenant: "globex"}, want: []int64{3}},
 			{name: "subject and client", q: audit.Query{Subject: "alice", ClientID: "billing-bot"}, want: []int64{5}},
-			{name: "since inclusive", q: audit.Query{Since: t0.Add(time.Second)}, want: []int64{2, 3, 4, 5}},
+			{name: "since inclusive", q: audit.Query{Since: t0.Add(time.Second)}, want: []int64{2, 3, 4, 5, 6}},
 			{name: "until exclusive", q: audit.Query{Until: t0.Add(2 * time.Second)}, want: []int64{1, 2}},
 			{name: "window", q: audit.Query{Since: t0.Add(time.Second), Until: t0.Add(3 * time.Second)}, want: []int64{2, 3}},
 			{name: "since rounds up to the microsecond",
-				q: audit.Query{Since: t0.Add(4*time.Second + time.Nanosecond)}, want: []int64{5}},
+				q: audit.Query{Since: t0.Add(4*time.Second + time.Nanosecond)}, want: []int64{5, 6}},
 			{name: "since with nanoseconds past a stored time",
-				q: audit.Query{Since: t0.Add(4*time.Second + time.Microsecond + time.Nanosecond)}},
-			{name: "since in another zone", q: audit.Query{Since: t0.Add(3 * time.Second).In(time.FixedZone("X", -5*3600))}, want: []int64{4, 5}},
+				q: audit.Query{Since: t0.Add(4*time.Second + time.Microsecond + time.Nanosecond)}, want: []int64{6}},
+			{name: "since in another zone", q: audit.Query{Since: t0.Add(3 * time.Second).In(time.FixedZone("X", -5*3600))}, want: []int64{4, 5, 6}},
 			{name: "no match", q: audit.Query{Subject: "mallory"}},
+			{name: "actor", q: audit.Query{Actor: "sam"}, want: []int64{6}},
+			{name: "actor further down the chain", q: audit.Query{Actor: "support-console"}, want: []int64{6}},
+			{name: "actor and subject", q: audit.Query{Actor: "sam", Subject: "bob"}, want: []int64{6}},
+			{name: "actor is not the subject", q: audit.Query{Actor: "alice"}},
 		}
 		for _, tc := range tests {
 			var got []int64

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/otelconnect"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/libs/accesstoken"
@@ -197,9 +198,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 	if err != nil {
 		return nil, fmt.Errorf("connect interceptor: %w", err)
 	}
+	// Decisions are measured by the decision service itself (latency,
+	// states, reasons) and traced by its pdp.decide span: the RPC layer
+	// keeps its server span, the parent of those, but records no duplicate
+	// RPC metrics (docs/benchmarks.md).
+	decisionOtel, err := tel.ConnectInterceptor(otelconnect.WithoutMetrics())
+	if err != nil {
+		return nil, fmt.Errorf("connect interceptor: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(authzv1connect.NewDecisionServiceHandler(decisionrpc.NewHandler(svc),
-		connect.WithInterceptors(otel),
+		connect.WithInterceptors(decisionOtel),
 		connect.WithReadMaxBytes(decisionrpc.MaxRequestBytes),
 		// A decision is ~100 bytes: gzipping it costs more CPU than the
 		// whole policy evaluation and saves nothing on the wire
@@ -241,7 +250,11 @@ func (a *App) openStores(ctx context.Context, cfg Config, logger *slog.Logger) (
 	if err := auditpostgres.Migrate(ctx, pool); err != nil {
 		return nil, nil, err
 	}
-	return policypostgres.New(pool), auditpostgres.New(pool), nil
+	var logOpts []auditpostgres.Option
+	if !cfg.DecisionLogSyncCommit {
+		logOpts = append(logOpts, auditpostgres.WithAsynchronousCommit())
+	}
+	return policypostgres.New(pool), auditpostgres.New(pool, logOpts...), nil
 }
 
 // bootstrap stores the bundle the PDP started with and makes it active if

@@ -52,6 +52,13 @@ type Config struct {
 	// DecisionLogQueue is how many decision events wait for the database
 	// before deciding waits (back-pressure).
 	DecisionLogQueue int
+	// DecisionLogSyncCommit makes every decision log commit wait for the
+	// database's WAL flush. Off by default: the log commits asynchronously
+	// (libs/audit/postgres WithAsynchronousCommit), so the PDP decides at
+	// the rate of its CPU rather than of the database disk's flushes. A
+	// database crash can then lose the last moments of events, as a PDP
+	// crash loses its queue (docs/audit.md).
+	DecisionLogSyncCommit bool
 	// ShadowQueue is how many shadow evaluations may wait; more are dropped
 	// (and counted).
 	ShadowQueue int
@@ -76,6 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.EvalTimeout, "eval-timeout", DefaultEvalTimeout, "maximum time for one policy evaluation; slower is INDETERMINATE")
 	fs.IntVar(&c.CacheSize, "cache-size", DefaultCacheSize, "decisions the decision cache holds (keyed by normalized input and policy version); 0 disables it")
 	fs.IntVar(&c.DecisionLogQueue, "decision-log-queue", DefaultDecisionLogQueue, "decision log events that may wait for the database before decisions wait for it (back-pressure)")
+	fs.BoolVar(&c.DecisionLogSyncCommit, "decision-log-sync-commit", false, "make every decision log commit wait for the database's disk flush (default: asynchronous commit; a database crash may lose the last ~0.6s of decision events, see docs/audit.md)")
 	fs.IntVar(&c.ShadowQueue, "shadow-queue", DefaultShadowQueue, "shadow evaluations that may wait during a rollout; more are dropped and counted")
 	fs.DurationVar(&c.RolloutPoll, "rollout-poll", DefaultRolloutPoll, "how often the PDP re-reads the rollout state should a change notification be lost (keep under 1s)")
 	c.Telemetry.RegisterFlags(fs)

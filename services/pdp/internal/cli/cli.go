@@ -109,6 +109,7 @@ func commands() []*command {
 		{"policy report", "[CANDIDATE] [-samples N]", "the shadow comparison of the candidate", policyReport},
 		{"decide", "-subject S -tenant T -action A -resource TYPE[/ID] [flags]", "one Check against the PDP", decide},
 		{"audit verify", "[-database-url URL]", "check the audit log's hash chain in Postgres", auditVerify},
+		{"audit list", "[-database-url URL]... [-actor A] [-subject S] [-tenant T] [-client C] [-type T] [-since D] [-limit N]", "audit events from one or more logs, oldest first", auditList},
 	}
 }
 
