@@ -31,3 +31,17 @@ decision := data.gatehouse.invoice.decision if {
 	input.resource.type == "invoice"
 	input.action in data.gatehouse.invoice.actions
 }
+
+# Token exchanges (RFC 8693) at the issuer are decided by package
+# gatehouse.exchange.
+decision := data.gatehouse.exchange.decision if {
+	input.resource.type == "token"
+	input.action in data.gatehouse.exchange.actions
+}
+
+# The support service's ticket actions are decided by package
+# gatehouse.support.
+decision := data.gatehouse.support.decision if {
+	input.resource.type == "support"
+	input.action in data.gatehouse.support.actions
+}

@@ -40,8 +40,21 @@ test_invoice_approve_is_covered if {
 	"invoice:approve" in data.gatehouse.invoice.actions
 }
 
-test_not_applicable_support_action if {
-	not_applicable("support:read", "support")
+test_not_applicable_uncovered_support_action if {
+	not_applicable("support:delete", "support")
+}
+
+test_not_applicable_support_action_on_another_type if {
+	not_applicable("support:read", "ticket")
+}
+
+test_not_applicable_uncovered_token_action if {
+	not_applicable("token:introspect", "token")
+}
+
+test_support_and_exchange_actions_are_covered if {
+	data.gatehouse.support.actions == {"support:read", "support:write", "support:impersonate", "support:export"}
+	data.gatehouse.exchange.actions == {"token:exchange"}
 }
 
 test_not_applicable_type_does_not_match_action if {
@@ -73,16 +86,16 @@ test_decision_shape_on_deny if {
 }
 
 test_role_matrix_matches_demo_seed if {
-	data.gatehouse.roles.billing_viewer.permissions == ["invoice:read"]
-	data.gatehouse.roles.billing_approver.permissions == ["invoice:read", "invoice:write", "invoice:approve"]
-	data.gatehouse.roles.support_agent.permissions == ["support:read", "support:impersonate", "invoice:read"]
+	data.gatehouse.roles.billing_viewer.permissions == ["invoice:read", "support:export"]
+	data.gatehouse.roles.billing_approver.permissions == ["invoice:read", "invoice:write", "invoice:approve", "support:export"]
+	data.gatehouse.roles.support_agent.permissions == ["support:read", "support:impersonate", "invoice:read", "token:exchange", "support:export"]
 }
 
 test_scope_catalog_describes_every_scope if {
 	object.keys(data.gatehouse.scopes) == {
 		"openid", "profile", "offline_access",
 		"invoice:read", "invoice:write", "invoice:approve",
-		"support:read", "support:impersonate",
+		"support:read", "support:write", "support:impersonate",
 		"policy:admin", "keys:admin", "revocations:read",
 	}
 	every _, s in data.gatehouse.scopes {
@@ -105,7 +118,8 @@ test_catalog_defines_every_granted_action if {
 }
 
 test_dispatched_actions_are_catalog_actions if {
-	every a in data.gatehouse.invoice.actions {
+	dispatched := (data.gatehouse.invoice.actions | data.gatehouse.support.actions) | data.gatehouse.exchange.actions
+	every a in dispatched {
 		a in object.keys(data.gatehouse.actions)
 	}
 }

@@ -25,6 +25,29 @@ const (
 	// StepUpRequired: the action needs a stronger or fresher authentication;
 	// the decision's step_up obligation says which acr and max_age.
 	StepUpRequired = "step_up_required"
+	// TicketRequired: an impersonation (token exchange) names no support
+	// ticket, or one stated by a client that is not trusted to state tickets.
+	TicketRequired = "ticket_required"
+	// NoOpenTicket: impersonation needs an open support ticket; this one is
+	// closed.
+	NoOpenTicket = "no_open_ticket"
+	// LifetimeExceeded: the exchanged token would live longer than policy
+	// allows (impersonation 900 s, a delegate its own maximum).
+	LifetimeExceeded = "lifetime_exceeded"
+	// ScopeNotPermitted: a scope requested in a token exchange is not
+	// permitted to it (impersonation: read-only unless the ticket grants
+	// write, never approval or admin scopes; delegation: the delegate's).
+	ScopeNotPermitted = "scope_not_permitted"
+	// ReexchangeNotPermitted: the token is itself the product of an exchange
+	// (it has an act claim) and may not start an impersonation.
+	ReexchangeNotPermitted = "reexchange_not_permitted"
+	// ActorNotPermitted: the acting party may not act for this subject: not a
+	// delegate, not for this audience, or the subject is an administrator;
+	// or someone acts for the principal where only they may act.
+	ActorNotPermitted = "actor_not_permitted"
+	// ActorChainTooLong: the subject token already carries the longest actor
+	// chain a delegation may extend.
+	ActorChainTooLong = "actor_chain_too_long"
 )
 
 // Codes decided at the edge (gateway) or in a service before or around the PDP.
@@ -67,6 +90,9 @@ const (
 	// UnsupportedObligation: the PDP attached an obligation this enforcement
 	// point cannot fulfil; the request is denied rather than half-enforced.
 	UnsupportedObligation = "unsupported_obligation"
+	// NotImpersonating: the support service has no active impersonation
+	// session by that id for the caller (ended, expired, or another agent's).
+	NotImpersonating = "not_impersonating"
 )
 
 // Codes of the PDP's PolicyAdminService (policy bundles and rollouts).

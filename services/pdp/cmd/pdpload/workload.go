@@ -66,6 +66,9 @@ var (
 		{"invoice:approve", 4},
 		{"support:read", 5},
 		{"support:impersonate", 3},
+		// No policy covers ledgers: NOT_APPLICABLE, as for a service
+		// whose policy is not written yet.
+		{"ledger:read", 8},
 	}
 
 	// acrs are the issuer's authentication context classes.

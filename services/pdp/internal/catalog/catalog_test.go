@@ -25,12 +25,12 @@ func TestLoadRepositoryCatalog(t *testing.T) {
 	// Every scope a demo client holds (DESIGN.md demo seed, plus the
 	// service clients) is in the catalog.
 	for _, s := range []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve",
-		"support:read", "support:impersonate", "policy:admin", "keys:admin", "revocations:read"} {
+		"support:read", "support:write", "support:impersonate", "policy:admin", "keys:admin", "revocations:read"} {
 		if _, ok := c.Scopes[s]; !ok {
 			t.Errorf("scope %s is not in the catalog", s)
 		}
 	}
-	if got := c.Roles["billing_approver"].Permissions; !slices.Equal(got, []string{"invoice:read", "invoice:write", "invoice:approve"}) {
+	if got := c.Roles["billing_approver"].Permissions; !slices.Equal(got, []string{"invoice:read", "invoice:write", "invoice:approve", "support:export"}) {
 		t.Errorf("billing_approver permits %v", got)
 	}
 	if got := c.GrantingScopes("invoice:write"); !slices.Equal(got, []string{"invoice:write"}) {
@@ -38,6 +38,20 @@ func TestLoadRepositoryCatalog(t *testing.T) {
 	}
 	if got := c.GrantingRoles("invoice:read"); !slices.Equal(got, []string{"billing_approver", "billing_viewer", "support_agent"}) {
 		t.Errorf("GrantingRoles(invoice:read) = %v", got)
+	}
+	// Impersonation: the agent's token and role must permit token:exchange.
+	if got := c.GrantingScopes("token:exchange"); !slices.Equal(got, []string{"support:impersonate"}) {
+		t.Errorf("GrantingScopes(token:exchange) = %v", got)
+	}
+	if got := c.GrantingRoles("token:exchange"); !slices.Equal(got, []string{"support_agent"}) {
+		t.Errorf("GrantingRoles(token:exchange) = %v", got)
+	}
+	// The export is permitted wherever invoice:read is.
+	if got := c.GrantingScopes("support:export"); !slices.Equal(got, []string{"invoice:read"}) {
+		t.Errorf("GrantingScopes(support:export) = %v", got)
+	}
+	if got := c.GrantingRoles("support:export"); !slices.Equal(got, c.GrantingRoles("invoice:read")) {
+		t.Errorf("GrantingRoles(support:export) = %v", got)
 	}
 	s := c.Scopes["invoice:read"]
 	if s.Description != "View invoices of your organization." || s.Owner != "billing" || s.Expiry.String() != "2027-11-30" {

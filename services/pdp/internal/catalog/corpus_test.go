@@ -251,7 +251,9 @@ func TestCorpusCoversEveryOutcome(t *testing.T) {
 		}
 	}
 	for _, c := range []string{reason.Allowed, reason.TenantMismatch, reason.InsufficientScope, reason.RoleNotPermitted,
-		reason.NoApplicablePolicy, reason.MissingAttribute, reason.InvalidAttribute, reason.StepUpRequired} {
+		reason.NoApplicablePolicy, reason.MissingAttribute, reason.InvalidAttribute, reason.StepUpRequired,
+		reason.TicketRequired, reason.NoOpenTicket, reason.LifetimeExceeded, reason.ScopeNotPermitted,
+		reason.ReexchangeNotPermitted, reason.ActorNotPermitted, reason.ActorChainTooLong} {
 		if !codes[c] {
 			t.Errorf("no scenario records reason code %s", c)
 		}
