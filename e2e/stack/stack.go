@@ -11,11 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +57,31 @@ type Stack struct {
 	GatewayURL string
 }
 
+// Option changes the stack a package starts (Start, Main).
+type Option func(*options)
+
+type options struct {
+	// env holds, by service name, variables set over the service's own.
+	env map[string]map[string]string
+}
+
+// WithEnv sets environment variables of one service's container (by its
+// name in the stack, such as "issuer" or "gateway") on top of, or in place
+// of, the ones the stack sets: for a package that needs the services configured
+// differently, such as shorter key rotation timings. Several WithEnv for the
+// same service add up; a later one wins for the same variable.
+func WithEnv(service string, env map[string]string) Option {
+	return func(o *options) {
+		if o.env == nil {
+			o.env = map[string]map[string]string{}
+		}
+		if o.env[service] == nil {
+			o.env[service] = map[string]string{}
+		}
+		maps.Copy(o.env[service], env)
+	}
+}
+
 // Start brings the stack up. Images: gatehouse/<service>:<GATEHOUSE_IMAGE_TAG
 // or "local">, Postgres from GATEHOUSE_POSTGRES_IMAGE. On error everything
 // started so far is removed.
@@ -62,7 +89,13 @@ type Stack struct {
 // The stack removes its own containers, so it needs no testcontainers reaper,
 // whose image would have to be pulled: unless TESTCONTAINERS_RYUK_DISABLED is
 // set, Start sets it to true before testcontainers reads its configuration.
-func Start(ctx context.Context) (s *Stack, err error) {
+//
+// Options change the stack for one package, such as WithEnv.
+func Start(ctx context.Context, opts ...Option) (s *Stack, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if _, set := os.LookupEnv("TESTCONTAINERS_RYUK_DISABLED"); !set {
 		if err := os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true"); err != nil {
 			return nil, err
@@ -140,6 +173,15 @@ func Start(ctx context.Context) (s *Stack, err error) {
 			"GATEHOUSE_GATEWAY_INVOICE_URL":              "http://invoice:8091",
 			"GATEHOUSE_GATEWAY_REVOCATION_CLIENT_SECRET": "gateway-secret",
 		}},
+	}
+	// A package's WithEnv goes over the defaults above; a service name that
+	// is not in the stack is an error, not silently ignored.
+	for i := range specs {
+		maps.Copy(specs[i].env, o.env[specs[i].name])
+		delete(o.env, specs[i].name)
+	}
+	if len(o.env) > 0 {
+		return s, fmt.Errorf("stack: WithEnv for %s: no such service", strings.Join(slices.Sorted(maps.Keys(o.env)), ", "))
 	}
 	for _, spec := range specs {
 		opts := []testcontainers.ContainerCustomizer{

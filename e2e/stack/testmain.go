@@ -26,7 +26,10 @@ const startTimeout = 3 * time.Minute
 // the stack when the test binary is interrupted (Ctrl-C, a cancelled CI job);
 // only a SIGKILL or a -timeout panic can leave containers behind, which
 // `docker ps -a --filter label=org.testcontainers=true` then finds.
-func Main(m *testing.M, s **Stack) int {
+//
+// Options go to Start: a package whose tests need the services configured
+// differently passes them here (WithEnv).
+func Main(m *testing.M, s **Stack, opts ...Option) int {
 	// Registered before Start: a signal during start-up waits for Start to
 	// finish, then removes what it started.
 	signals := make(chan os.Signal, 1)
@@ -34,7 +37,7 @@ func Main(m *testing.M, s **Stack) int {
 	defer signal.Stop(signals)
 
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	st, err := Start(ctx)
+	st, err := Start(ctx, opts...)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: cannot start the stack: %v\n", err)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,7 +38,14 @@ type Config struct {
 	HTTPAddr string
 	Issuer   string
 	JWKSURL  string
-	Audience string
+	// JWKSMaxAge is how long a fetched key set is used before the next
+	// lookup refreshes it; JWKSMinRefetchInterval is the least time between
+	// two fetches, however many unknown kids arrive. Key rotation fails no
+	// request while the issuer's -key-publish-lead exceeds JWKSMaxAge plus
+	// its -key-refresh-interval.
+	JWKSMaxAge             time.Duration
+	JWKSMinRefetchInterval time.Duration
+	Audience               string
 	// Routes is the route table file; empty uses the built-in table.
 	Routes     string
 	PDPURL     string
@@ -49,7 +57,8 @@ type Config struct {
 	// PDPStaleAllow is how old a cached ALLOW may be and still allow a
 	// read-only, low-risk route while the PDP is unavailable; 0 is off.
 	PDPStaleAllow time.Duration
-	InvoiceURL    string
+	// InvoiceURL and SupportURL are the upstream services' base URLs.
+	InvoiceURL, SupportURL string
 	// Size limits.
 	MaxBodyBytes          int64
 	MaxHeaderBytes        int
@@ -76,6 +85,18 @@ type Config struct {
 	Telemetry              telemetry.Config
 }
 
+// Defaults and bounds of the JWKS cache.
+const (
+	DefaultJWKSMaxAge             = 5 * time.Minute
+	DefaultJWKSMinRefetchInterval = 10 * time.Second
+	// MinJWKSRefetchInterval keeps unknown kids from making the gateway
+	// fetch the issuer's keys more than once a second.
+	MinJWKSRefetchInterval = time.Second
+	// MaxJWKSMaxAge bounds how long a key pulled from the issuer's JWKS
+	// (an emergency) is still trusted from a cached set.
+	MaxJWKSMaxAge = time.Hour
+)
+
 // EnvRevocationClientSecret holds the revocation feed client's secret
 // when -revocation-client-secret-file is not set.
 const EnvRevocationClientSecret = "GATEHOUSE_GATEWAY_REVOCATION_CLIENT_SECRET" //nolint:gosec // G101: the variable's name, not a secret
@@ -86,6 +107,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8000", "listen address")
 	fs.StringVar(&c.Issuer, "issuer", "http://localhost:8080", "required iss of access tokens")
 	fs.StringVar(&c.JWKSURL, "jwks-url", "", "issuer JWKS URL (default <issuer>/.well-known/jwks.json)")
+	fs.DurationVar(&c.JWKSMaxAge, "jwks-max-age", DefaultJWKSMaxAge, "how long a fetched JWKS is used before it is refreshed (keep below the issuer's -key-publish-lead minus its -key-refresh-interval; 1s to 1h)")
+	fs.DurationVar(&c.JWKSMinRefetchInterval, "jwks-min-refetch-interval", DefaultJWKSMinRefetchInterval, "least time between two JWKS fetches, however many unknown kids arrive (at least 1s, at most -jwks-max-age)")
 	fs.StringVar(&c.Audience, "audience", "gatehouse-api", "required aud of access tokens")
 	fs.StringVar(&c.Routes, "routes", "", "route table JSON file (default: the built-in table; see docs/gateway.md)")
 	fs.StringVar(&c.PDPURL, "pdp-url", "http://localhost:8081", "PDP base URL")
@@ -94,6 +117,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PDPBreakerCoolDown, "pdp-breaker-cooldown", breaker.DefaultCoolDown, "how long the PDP circuit breaker stays open before it lets a probe through")
 	fs.DurationVar(&c.PDPStaleAllow, "pdp-stale-allow", 0, "while the PDP is unavailable, allow read-only low-risk routes from a cached ALLOW at most this old (0: off; at most 5m)")
 	fs.StringVar(&c.InvoiceURL, "invoice-url", "http://localhost:8091", "invoice service base URL")
+	fs.StringVar(&c.SupportURL, "support-url", "http://localhost:8092", "support service base URL")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", edge.DefaultMaxBodyBytes, "largest request body accepted")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", edge.DefaultMaxHeaderBytes, "largest total size of request header fields accepted (the server reads at most 64 KiB anyway)")
 	fs.IntVar(&c.MaxAuthorizationBytes, "max-authorization-bytes", edge.DefaultMaxAuthorizationBytes, "longest Authorization header accepted, checked before any token work")
@@ -158,12 +182,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	upstreams := map[string]*url.URL{}
-	for name, raw := range map[string]string{route.UpstreamInvoice: cfg.InvoiceURL, "pdp": cfg.PDPURL, "jwks": cfg.JWKSURL, "revocation feed": cfg.RevocationFeedURL} {
+	for name, raw := range map[string]string{route.UpstreamInvoice: cfg.InvoiceURL, route.UpstreamSupport: cfg.SupportURL, "pdp": cfg.PDPURL, "jwks": cfg.JWKSURL, "revocation feed": cfg.RevocationFeedURL} {
 		u, err := url.Parse(raw)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("gateway: %s URL %q must be an absolute http(s) URL", name, raw)
 		}
-		if name == route.UpstreamInvoice {
+		if slices.Contains(route.Upstreams(), name) {
 			upstreams[name] = u
 		}
 	}
@@ -197,14 +221,35 @@ func (c *Config) validate() error {
 	if c.TokenCacheSize < 0 || c.DecisionCacheSize < 0 {
 		errs = append(errs, errors.New("gateway: cache sizes must not be negative"))
 	}
+	errs = append(errs, c.validateJWKS()...)
 	return errors.Join(errs...)
+}
+
+// validateJWKS checks the key-set cache timings. The cache refreshes a
+// stale set no sooner than the refetch interval allows, so a max age below
+// the interval would not be honoured: it is refused rather than ignored.
+func (c *Config) validateJWKS() []error {
+	var errs []error
+	if c.JWKSMaxAge <= 0 || c.JWKSMaxAge > MaxJWKSMaxAge {
+		errs = append(errs, fmt.Errorf("gateway: -jwks-max-age %s must be positive and at most %s", c.JWKSMaxAge, MaxJWKSMaxAge))
+	}
+	if c.JWKSMinRefetchInterval < MinJWKSRefetchInterval {
+		errs = append(errs, fmt.Errorf("gateway: -jwks-min-refetch-interval %s must be at least %s", c.JWKSMinRefetchInterval, MinJWKSRefetchInterval))
+	}
+	if c.JWKSMinRefetchInterval > c.JWKSMaxAge && c.JWKSMaxAge > 0 {
+		errs = append(errs, fmt.Errorf("gateway: -jwks-min-refetch-interval %s must not exceed -jwks-max-age %s (the key set is never refreshed sooner than the refetch interval)",
+			c.JWKSMinRefetchInterval, c.JWKSMaxAge))
+	}
+	return errs
 }
 
 func build(ctx context.Context, cfg Config, logger *slog.Logger, tel *telemetry.Telemetry, upstreams map[string]*url.URL) (*App, error) {
 	meter := tel.MeterProvider().Meter("gateway")
 	jwks, err := accesstoken.NewJWKS(accesstoken.JWKSConfig{
-		URL:    cfg.JWKSURL,
-		Client: &http.Client{Timeout: 5 * time.Second, Transport: tel.Transport(http.DefaultTransport)},
+		URL:                cfg.JWKSURL,
+		Client:             &http.Client{Timeout: 5 * time.Second, Transport: tel.Transport(http.DefaultTransport)},
+		MaxAge:             cfg.JWKSMaxAge,
+		MinRefetchInterval: cfg.JWKSMinRefetchInterval,
 	})
 	if err != nil {
 		return nil, err
@@ -237,7 +282,7 @@ func build(ctx context.Context, cfg Config, logger *slog.Logger, tel *telemetry.
 	if err != nil {
 		return nil, err
 	}
-	table, err := route.Load(cfg.Routes, []string{route.UpstreamInvoice})
+	table, err := route.Load(cfg.Routes, route.Upstreams())
 	if err != nil {
 		return nil, err
 	}

@@ -268,6 +268,12 @@ func TestConfigRefused(t *testing.T) {
 		{"zero breaker failures", func(c *app.Config) { c.PDPBreakerFailures = 0 }, "-pdp-breaker-failures"},
 		{"bad feed URL", func(c *app.Config) { c.RevocationFeedURL = "issuer:8080" }, "revocation feed URL"},
 		{"no header limit", func(c *app.Config) { c.MaxHeaderBytes = 0 }, "-max-header-bytes"},
+		{"zero JWKS max age", func(c *app.Config) { c.JWKSMaxAge = 0 }, "-jwks-max-age"},
+		{"JWKS max age over an hour", func(c *app.Config) { c.JWKSMaxAge = 2 * time.Hour }, "-jwks-max-age"},
+		{"JWKS refetch interval under a second", func(c *app.Config) { c.JWKSMinRefetchInterval = 100 * time.Millisecond }, "-jwks-min-refetch-interval"},
+		{"JWKS refetch interval above max age", func(c *app.Config) {
+			c.JWKSMaxAge, c.JWKSMinRefetchInterval = 2*time.Second, 5*time.Second
+		}, "must not exceed -jwks-max-age"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -288,6 +294,55 @@ func TestConfigRefused(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not name %q", err, tc.want)
 			}
+		})
+	}
+}
+
+// TestJWKSTimingsReachTheKeyCache: -jwks-max-age and
+// -jwks-min-refetch-interval configure the gateway's key cache. With the
+// defaults (5m, 10s) neither condition below could hold within five seconds
+// of the first fetch.
+func TestJWKSTimingsReachTheKeyCache(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// after runs once the gateway is ready (its key set loaded).
+		after func(t *testing.T, s *stack)
+		// done reports whether the cache did what the timing promises.
+		done func(t *testing.T, s *stack, before int64, status int, body string) bool
+	}{
+		{
+			name:  "a set older than the max age is refreshed, no unknown kid needed",
+			after: func(*testing.T, *stack) {},
+			done: func(t *testing.T, s *stack, before int64, status int, body string) bool {
+				if status != http.StatusOK {
+					t.Fatalf("token of the known key: %d %s", status, body)
+				}
+				return s.iss.Fetches.Load() > before
+			},
+		},
+		{
+			name:  "an unknown kid is fetched once the refetch interval has passed",
+			after: func(t *testing.T, s *stack) { s.iss.Rotate(t, "test-key-2") },
+			done:  func(_ *testing.T, _ *stack, _ int64, status int, _ string) bool { return status == http.StatusOK },
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, revocationtest.FeedOptions{ClientID: feedClientID, ClientSecret: feedClientSecret, Heartbeat: 100 * time.Millisecond},
+				func(c *app.Config) {
+					c.JWKSMaxAge, c.JWKSMinRefetchInterval = time.Second, time.Second
+					c.SourceRate, c.ClientRate = 0, 0 // polled every 10 ms
+				})
+			eventually(t, 5*time.Second, "ready", func() bool { return s.ready(t) == http.StatusOK })
+			before := s.iss.Fetches.Load()
+			tc.after(t, s)
+			eventually(t, 5*time.Second, tc.name, func() bool {
+				// A fresh token each time: the verified-token cache must not answer.
+				status, body := s.post(t, listPath, s.iss.Mint(t, nil, nil))
+				return tc.done(t, s, before, status, body)
+			})
 		})
 	}
 }

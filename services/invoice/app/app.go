@@ -84,8 +84,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 
 	jwks, err := accesstoken.NewJWKS(accesstoken.JWKSConfig{
-		URL:    cfg.JWKSURL,
-		Client: &http.Client{Timeout: jwksTimeout, Transport: tel.Transport(http.DefaultTransport)},
+		URL:                cfg.JWKSURL,
+		Client:             &http.Client{Timeout: jwksTimeout, Transport: tel.Transport(http.DefaultTransport)},
+		MaxAge:             cfg.JWKSMaxAge,
+		MinRefetchInterval: cfg.JWKSMinRefetchInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("invoice: %w", err)

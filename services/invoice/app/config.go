@@ -24,6 +24,20 @@ const (
 	DefaultAudience   = "gatehouse-api"
 	DefaultPDPURL     = "http://localhost:8081"
 	DefaultPDPTimeout = 250 * time.Millisecond
+	// DefaultJWKSMaxAge and DefaultJWKSMinRefetchInterval are the key-set
+	// cache timings (flags jwks-max-age, jwks-min-refetch-interval).
+	DefaultJWKSMaxAge             = 5 * time.Minute
+	DefaultJWKSMinRefetchInterval = 10 * time.Second
+)
+
+// Bounds of the key-set cache timings.
+const (
+	// MinJWKSRefetchInterval keeps unknown kids from making the service
+	// fetch the issuer's keys more than once a second.
+	MinJWKSRefetchInterval = time.Second
+	// MaxJWKSMaxAge bounds how long a key pulled from the issuer's JWKS
+	// (an emergency) is still trusted from a cached set.
+	MaxJWKSMaxAge = time.Hour
 )
 
 // Config is the invoice service's configuration. Every field has a flag
@@ -43,6 +57,15 @@ type Config struct {
 	// points at the issuer's internal address while Issuer stays the
 	// public identifier.
 	JWKSURL string
+	// JWKSMaxAge is how long a fetched key set is used before the next
+	// lookup refreshes it (flag jwks-max-age). Key rotation fails no
+	// request while the issuer's -key-publish-lead exceeds it plus the
+	// issuer's -key-refresh-interval.
+	JWKSMaxAge time.Duration
+	// JWKSMinRefetchInterval is the least time between two fetches of the
+	// key set, however many unknown kids arrive (flag
+	// jwks-min-refetch-interval). At most JWKSMaxAge.
+	JWKSMinRefetchInterval time.Duration
 	// Audience must appear in the aud of access tokens (flag audience).
 	Audience string
 	// PDPURL is the base URL of the PDP's DecisionService (flag pdp-url).
@@ -67,6 +90,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres DSN (required with -store postgres)")
 	fs.StringVar(&c.Issuer, "issuer", DefaultIssuer, "required iss of access tokens")
 	fs.StringVar(&c.JWKSURL, "jwks-url", "", "issuer JWKS URL (default <issuer>/.well-known/jwks.json)")
+	fs.DurationVar(&c.JWKSMaxAge, "jwks-max-age", DefaultJWKSMaxAge, "how long a fetched JWKS is used before it is refreshed (keep below the issuer's -key-publish-lead minus its -key-refresh-interval; 1s to 1h)")
+	fs.DurationVar(&c.JWKSMinRefetchInterval, "jwks-min-refetch-interval", DefaultJWKSMinRefetchInterval, "least time between two JWKS fetches, however many unknown kids arrive (at least 1s, at most -jwks-max-age)")
 	fs.StringVar(&c.Audience, "audience", DefaultAudience, "required aud of access tokens")
 	fs.StringVar(&c.PDPURL, "pdp-url", DefaultPDPURL, "PDP base URL")
 	fs.DurationVar(&c.PDPTimeout, "pdp-timeout", DefaultPDPTimeout, "deadline of one PDP decision; past it the request is denied")
@@ -85,6 +110,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PDPTimeout == 0 {
 		c.PDPTimeout = DefaultPDPTimeout
+	}
+	if c.JWKSMaxAge == 0 {
+		c.JWKSMaxAge = DefaultJWKSMaxAge
+	}
+	if c.JWKSMinRefetchInterval == 0 {
+		c.JWKSMinRefetchInterval = DefaultJWKSMinRefetchInterval
 	}
 	return c
 }
@@ -111,6 +142,19 @@ func (c Config) validate() error {
 	}
 	if c.PDPTimeout < 0 {
 		errs = append(errs, errors.New("-pdp-timeout must be positive"))
+	}
+	// The key set is never refreshed sooner than the refetch interval
+	// allows, so a max age below the interval would not be honoured: it is
+	// refused rather than ignored.
+	if c.JWKSMaxAge <= 0 || c.JWKSMaxAge > MaxJWKSMaxAge {
+		errs = append(errs, fmt.Errorf("-jwks-max-age %s must be positive and at most %s", c.JWKSMaxAge, MaxJWKSMaxAge))
+	}
+	if c.JWKSMinRefetchInterval < MinJWKSRefetchInterval {
+		errs = append(errs, fmt.Errorf("-jwks-min-refetch-interval %s must be at least %s", c.JWKSMinRefetchInterval, MinJWKSRefetchInterval))
+	}
+	if c.JWKSMinRefetchInterval > c.JWKSMaxAge && c.JWKSMaxAge > 0 {
+		errs = append(errs, fmt.Errorf("-jwks-min-refetch-interval %s must not exceed -jwks-max-age %s (the key set is never refreshed sooner than the refetch interval)",
+			c.JWKSMinRefetchInterval, c.JWKSMaxAge))
 	}
 	return errors.Join(errs...)
 }

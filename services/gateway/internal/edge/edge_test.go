@@ -204,14 +204,14 @@ func newFixtureWith(t *testing.T, decide func(*authzv1.CheckRequest) (enforce.De
 	jwks, _ := accesstoken.NewJWKS(accesstoken.JWKSConfig{URL: f.iss.JWKSURL()})
 	v, _ := accesstoken.NewVerifier(accesstoken.Config{Issuer: f.iss.URL, Audience: accesstokentest.Audience, Keys: jwks})
 	f.verifier = &countingVerifier{v: v}
-	table, err := route.Default([]string{route.UpstreamInvoice})
+	table, err := route.Default(route.Upstreams())
 	if err != nil {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(upstreamURL)
 	cfg := edge.Config{
 		Routes: table, Verifier: f.verifier, Revocations: f.revocations, PDP: f.pdp,
-		Upstreams: map[string]*url.URL{route.UpstreamInvoice: u},
+		Upstreams: map[string]*url.URL{route.UpstreamInvoice: u, route.UpstreamSupport: u},
 		Transport: h2cTransport(), MaxBodyBytes: 1 << 10,
 		Logger: discard(),
 	}
@@ -468,14 +468,14 @@ func TestRateLimits(t *testing.T) {
 
 func TestNewHandlerRequiresRevocations(t *testing.T) {
 	t.Parallel()
-	table, err := route.Default([]string{route.UpstreamInvoice})
+	table, err := route.Default(route.Upstreams())
 	if err != nil {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse("http://127.0.0.1:1")
 	_, err = edge.NewHandler(edge.Config{
 		Routes: table, Verifier: &countingVerifier{}, PDP: &fakePDP{decide: allow},
-		Upstreams: map[string]*url.URL{route.UpstreamInvoice: u}, Transport: h2cTransport(), Logger: discard(),
+		Upstreams: map[string]*url.URL{route.UpstreamInvoice: u, route.UpstreamSupport: u}, Transport: h2cTransport(), Logger: discard(),
 	})
 	if err == nil {
 		t.Fatal("a handler without revocations was built: it would never reject a revoked token")

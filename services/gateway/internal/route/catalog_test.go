@@ -31,7 +31,7 @@ func TestDefaultUsesCatalogActions(t *testing.T) {
 	if len(catalog.Actions) == 0 {
 		t.Fatalf("%s defines no actions", catalogPath)
 	}
-	table, err := route.Default([]string{route.UpstreamInvoice})
+	table, err := route.Default(route.Upstreams())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -359,4 +359,8 @@ func (t *Table) NotExposed() []NotExposed { return slices.Clone(t.notExposed) }
 // Upstream names.
 const (
 	UpstreamInvoice = "invoice"
+	UpstreamSupport = "support"
 )
+
+// Upstreams returns the names of the services the gateway routes to.
+func Upstreams() []string { return []string{UpstreamInvoice, UpstreamSupport} }

@@ -151,7 +151,7 @@ func TestParseAcceptsVariations(t *testing.T) {
 
 func TestLoad(t *testing.T) {
 	t.Parallel()
-	builtin, err := route.Load("", []string{route.UpstreamInvoice})
+	builtin, err := route.Load("", route.Upstreams())
 	if err != nil || len(builtin.Routes()) == 0 {
 		t.Fatalf("built-in table: %v", err)
 	}
