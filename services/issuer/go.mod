@@ -4,7 +4,9 @@ go 1.26.0
 
 require (
 	connectrpc.com/connect v1.21.1
+	github.com/gatehouse/gatehouse/libs/accesstoken v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/audit v0.0.0-00010101000000-000000000000
+	github.com/gatehouse/gatehouse/libs/enforce v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/postgres v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/revocation v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000
@@ -149,7 +151,9 @@ require (
 )
 
 replace (
+	github.com/gatehouse/gatehouse/libs/accesstoken => ../../libs/accesstoken
 	github.com/gatehouse/gatehouse/libs/audit => ../../libs/audit
+	github.com/gatehouse/gatehouse/libs/enforce => ../../libs/enforce
 	github.com/gatehouse/gatehouse/libs/postgres => ../../libs/postgres
 	github.com/gatehouse/gatehouse/libs/revocation => ../../libs/revocation
 	github.com/gatehouse/gatehouse/libs/serve => ../../libs/serve

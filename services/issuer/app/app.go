@@ -13,13 +13,16 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/libs/audit"
 	auditmemory "github.com/gatehouse/gatehouse/libs/audit/memory"
 	auditpostgres "github.com/gatehouse/gatehouse/libs/audit/postgres"
+	"github.com/gatehouse/gatehouse/libs/enforce"
 	"github.com/gatehouse/gatehouse/libs/serve"
 	"github.com/gatehouse/gatehouse/libs/telemetry"
+	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1/authzv1connect"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/revocation/v1/revocationv1connect"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/authn"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/authorize"
@@ -29,6 +32,7 @@ import (
 	"github.com/gatehouse/gatehouse/services/issuer/internal/consent"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/demoseed"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/discovery"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/exchange"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/interaction"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/revocation/feed"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/scopecatalog"
@@ -129,6 +133,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
+	grants, err := a.tokenExchange(ctx, cfg, st, ev, logger)
+	if err != nil {
+		return nil, err
+	}
 	provider, err := token.NewProvider(token.Config{
 		Issuer:                cfg.Issuer,
 		AccessTokenLifespan:   cfg.AccessTokenLifespan,
@@ -150,6 +158,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 			}
 			return c.ActiveAt(time.Now()), nil
 		},
+		Grants: grants,
 		Logger: logger,
 	})
 	if err != nil {
@@ -215,7 +224,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		ScopesSupported:                   cfg.ScopesSupported,
 		ResponseTypesSupported:            []string{"code"},
 		ResponseModesSupported:            []string{"query"},
-		GrantTypesSupported:               token.GrantTypes(),
+		GrantTypesSupported:               provider.GrantTypes(),
 		TokenEndpointAuthMethodsSupported: token.AuthMethods(),
 		TokenEndpointAuthSigningAlgValuesSupported: []string{client.AssertionSigningAlgorithm},
 		CodeChallengeMethodsSupported:              []string{"S256"},
@@ -255,6 +264,48 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	serve.MountHealth(mux, logger, map[string]serve.ReadyFunc{"store": st.main.Ping, "signing_keys": a.keys.Ready})
 	a.handler = tel.Middleware(serviceName, mux)
 	return a, nil
+}
+
+// tokenExchange returns the token-exchange grant when a PDP is configured
+// to decide exchanges, and no grant otherwise: without a PDP no exchange
+// could be decided, so the grant is neither served nor advertised.
+func (a *App) tokenExchange(ctx context.Context, cfg Config, st stores, ev *events, logger *slog.Logger) ([]token.Grant, error) {
+	if cfg.PDPURL == "" {
+		logger.InfoContext(ctx, "no -pdp-url: the token-exchange grant is not served")
+		return nil, nil
+	}
+	otelInterceptor, err := a.tel.ConnectInterceptor()
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	pdp := authzv1connect.NewDecisionServiceClient(
+		&http.Client{Transport: a.tel.Transport(h2cTransport())}, cfg.PDPURL,
+		connect.WithInterceptors(otelInterceptor))
+	grant, err := exchange.New(exchange.Config{
+		Issuer:           cfg.Issuer,
+		Keys:             a.keys,
+		Tokens:           st.main,
+		Users:            st.users,
+		PDP:              enforce.NewClient(pdp, cfg.PDPTimeout),
+		Audit:            ev.record,
+		MaxTokenLifetime: cfg.MaxTokenLifetime,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	return []token.Grant{grant.TokenGrant()}, nil
+}
+
+// h2cTransport speaks HTTP/2 without TLS (the PDP's Connect server) and
+// HTTP/1.1.
+func h2cTransport() *http.Transport {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Protocols = &protocols
+	return t
 }
 
 // Handler returns the issuer's HTTP handler: OAuth endpoints, discovery,

@@ -237,7 +237,7 @@ func TestDiscovery(t *testing.T) {
 		"claims_supported":                                 []any{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "tenant", "preferred_username"},
 		"acr_values_supported":                             []any{"pwd", "mfa"},
 		"prompt_values_supported":                          []any{"none", "login", "consent"},
-		"scopes_supported":                                 []any{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve", "support:read", "support:impersonate"},
+		"scopes_supported":                                 []any{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve", "support:read", "support:write", "support:impersonate"},
 		"introspection_endpoint":                           base + "/oauth2/introspect",
 		"introspection_endpoint_auth_methods_supported":    []any{"client_secret_basic", "client_secret_post", "private_key_jwt"},
 		"revocation_endpoint":                              base + "/oauth2/revoke",
@@ -446,6 +446,8 @@ func TestInvalidConfig(t *testing.T) {
 		{name: "no scope catalog", edit: func(c *app.Config) { c.ScopeCatalog = "" }, wantErr: "-scope-catalog"},
 		{name: "missing scope catalog", edit: func(c *app.Config) { c.ScopeCatalog = "/nonexistent/data.json" }, wantErr: "scope"},
 		{name: "unknown exporter", edit: func(c *app.Config) { c.Telemetry.Exporter = "jaeger" }, wantErr: "exporter"},
+		{name: "PDP URL not http", edit: func(c *app.Config) { c.PDPURL = "pdp:8081" }, wantErr: "-pdp-url"},
+		{name: "zero PDP timeout", edit: func(c *app.Config) { c.PDPTimeout = 0 }, wantErr: "-pdp-timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -477,6 +479,8 @@ func TestConfigFromEnvironment(t *testing.T) {
 		"GATEHOUSE_ISSUER_CLIENT_SECRET_KEY_FILE":  "/keys/secret",
 		"GATEHOUSE_ISSUER_SCOPES_SUPPORTED":        "a:read b:write",
 		"GATEHOUSE_ISSUER_DEMO":                    "true",
+		"GATEHOUSE_ISSUER_PDP_URL":                 "http://pdp:8081",
+		"GATEHOUSE_ISSUER_PDP_TIMEOUT":             "1s",
 	}
 	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
 	var cfg app.Config
@@ -490,7 +494,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 		cfg.KeyRotationPeriod != 12*time.Hour || cfg.KeyPublishLead != 15*time.Minute ||
 		cfg.KeyRefreshInterval != 30*time.Second || cfg.MaxTokenLifetime != 2*time.Hour ||
 		!slices.Equal(cfg.ScopesSupported, []string{"a:read", "b:write"}) || !cfg.Demo || cfg.Store != app.StoreMemory ||
-		cfg.HTTPAddr != ":8080" {
+		cfg.HTTPAddr != ":8080" || cfg.PDPURL != "http://pdp:8081" || cfg.PDPTimeout != time.Second {
 		t.Fatalf("config = %+v", cfg)
 	}
 }

@@ -71,6 +71,13 @@ type Config struct {
 	// DiscoveryMaxAge is how long clients may cache the metadata and JWKS
 	// (flag discovery-max-age).
 	DiscoveryMaxAge time.Duration
+	// PDPURL is the base URL of the PDP's DecisionService, which decides
+	// every token exchange (flag pdp-url). Empty: the token-exchange grant
+	// is not served (nor advertised).
+	PDPURL string
+	// PDPTimeout bounds one exchange decision; past it the exchange is
+	// refused with 503 temporarily_unavailable (flag pdp-timeout).
+	PDPTimeout time.Duration
 	// Telemetry selects the trace exporter (flags otel-*).
 	Telemetry telemetry.Config
 }
@@ -89,12 +96,13 @@ const (
 	DefaultAuthorizationCodeLifespan = time.Minute
 	DefaultScopeCatalog              = "policies/gatehouse/data.json"
 	DefaultRevocationFeedPoll        = time.Second
+	DefaultPDPTimeout                = 250 * time.Millisecond
 )
 
 // DefaultScopesSupported are the OpenID Connect scopes and the API scopes of
 // the platform that a token can carry.
 func DefaultScopesSupported() []string {
-	return []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve", "support:read", "support:impersonate"}
+	return []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve", "support:read", "support:write", "support:impersonate"}
 }
 
 // RegisterFlags sets c to the defaults and binds every field to a flag in fs.
@@ -121,6 +129,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.DurationVar(&c.DiscoveryMaxAge, "discovery-max-age", DefaultDiscoveryMaxAge, "how long clients may cache the metadata and JWKS")
+	fs.StringVar(&c.PDPURL, "pdp-url", "", "PDP base URL; it decides every token exchange (empty: the token-exchange grant is not served)")
+	fs.DurationVar(&c.PDPTimeout, "pdp-timeout", DefaultPDPTimeout, "deadline of one token-exchange decision; past it the exchange is refused with 503")
 	c.Telemetry.RegisterFlags(fs)
 }
 
@@ -161,6 +171,14 @@ func (c *Config) validate() error {
 	}
 	if c.DiscoveryMaxAge < 0 {
 		errs = append(errs, errors.New("-discovery-max-age must not be negative"))
+	}
+	if c.PDPURL != "" {
+		if u, err := url.Parse(c.PDPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("-pdp-url %q: want an http(s) URL", c.PDPURL))
+		}
+	}
+	if c.PDPTimeout <= 0 {
+		errs = append(errs, errors.New("-pdp-timeout must be positive"))
 	}
 	return errors.Join(errs...)
 }

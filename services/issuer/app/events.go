@@ -14,6 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/libs/telemetry"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/browsersession"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/consent"
+	"github.com/gatehouse/gatehouse/services/issuer/internal/exchange"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/revocation"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/signingkey"
 	"github.com/gatehouse/gatehouse/services/issuer/internal/store"
@@ -37,8 +38,13 @@ type events struct {
 var _ token.Observer = (*events)(nil)
 
 // Issued implements token.Observer: one token.issued (or token.refreshed)
-// audit event, never the token.
+// audit event, never the token. A token exchange is not recorded here: the
+// exchange grant records its own token.exchanged event, with the actor
+// chain and the decision, for refused exchanges too.
 func (e *events) Issued(ctx context.Context, ev token.Issued) {
+	if ev.GrantType == exchange.GrantType {
+		return
+	}
 	typ := audit.TypeTokenIssued
 	if ev.GrantType == "refresh_token" {
 		typ = audit.TypeTokenRefreshed

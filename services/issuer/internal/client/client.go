@@ -24,7 +24,6 @@ const (
 	GrantRefreshToken      = "refresh_token"
 	GrantClientCredentials = "client_credentials"
 	GrantTokenExchange     = "urn:ietf:params:oauth:grant-type:token-exchange" //nolint:gosec // G101: a grant type URN, not a credential
-
 )
 
 // Client authentication methods at the token endpoint (RFC 8414 names).
@@ -160,6 +159,11 @@ func (c *Client) Validate() error {
 		default:
 			errs = append(errs, fmt.Errorf("unknown grant type %q", g))
 		}
+	}
+	if slices.Contains(c.GrantTypes, GrantTokenExchange) && c.Public {
+		// RFC 8693 §2.1: the exchange authenticates the client; a public
+		// client cannot, so it could act for anyone whose token it holds.
+		errs = append(errs, errors.New("a public client cannot use token exchange"))
 	}
 	if slices.Contains(c.GrantTypes, GrantClientCredentials) {
 		if c.Public {

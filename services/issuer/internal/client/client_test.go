@@ -69,6 +69,12 @@ func TestValidate(t *testing.T) {
 		{name: "confidential without secret", edit: func(c *client.Client) { c.SecretHash = nil }},
 		{name: "public with secret", edit: func(c *client.Client) { c.Public, c.GrantTypes = true, nil }},
 		{name: "public with client_credentials", edit: func(c *client.Client) { c.Public, c.SecretHash = true, nil }},
+		{name: "public with token exchange", edit: func(c *client.Client) {
+			c.Public, c.SecretHash, c.AuthMethod, c.GrantTypes = true, nil, "", []string{client.GrantTokenExchange}
+		}},
+		{name: "confidential with token exchange", edit: func(c *client.Client) {
+			c.GrantTypes = []string{client.GrantTokenExchange}
+		}, valid: true},
 		{name: "client_credentials without tenant", edit: func(c *client.Client) { c.Tenant = "" }},
 		{name: "client_credentials without audience", edit: func(c *client.Client) { c.Audiences = nil }},
 		{name: "unknown grant", edit: func(c *client.Client) { c.GrantTypes = append(c.GrantTypes, "password") }},

@@ -1,4 +1,4 @@
-// Package demoseed is the demo data set of DESIGN.md: the four OAuth 2.0
+// Package demoseed is the demo data set of DESIGN.md: the OAuth 2.0
 // clients and the four users that tutorials, e2e suites and outside checks
 // rely on. The issuer loads it only with --demo; nothing else ships a
 // default secret.
@@ -64,9 +64,10 @@ func clientSpecs() []clientSpec {
 				Public:        true,
 				GrantTypes:    []string{client.GrantAuthorizationCode, client.GrantRefreshToken},
 				ResponseTypes: []string{"code"},
-				Scopes:        []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve"},
-				Audiences:     []string{Audience},
-				RedirectURIs:  []string{"http://127.0.0.1/callback"},
+				// support:write: customers open support tickets.
+				Scopes:       []string{"openid", "profile", "offline_access", "invoice:read", "invoice:write", "invoice:approve", "support:write"},
+				Audiences:    []string{Audience},
+				RedirectURIs: []string{"http://127.0.0.1/callback"},
 			},
 		},
 		{
@@ -81,6 +82,18 @@ func clientSpecs() []clientSpec {
 				RedirectURIs:  []string{"http://127.0.0.1/callback"},
 			},
 			secret: "support-console-secret",
+		},
+		{
+			// The support export job: by token exchange (delegation) it
+			// obtains tokens that say "support-export acting for user X".
+			Client: client.Client{
+				ID:         "support-export",
+				Tenant:     TenantAcme,
+				GrantTypes: []string{client.GrantClientCredentials, client.GrantTokenExchange},
+				Scopes:     []string{"invoice:read"},
+				Audiences:  []string{Audience},
+			},
+			secret: "support-export-secret",
 		},
 		{
 			// The edge gateway: it only reads the revocation feed.

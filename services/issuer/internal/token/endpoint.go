@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -40,7 +41,7 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.writeError(ctx, w, r, nil, withStatus(fosite.ErrInvalidRequest.WithHint("The token endpoint accepts POST only."), http.StatusMethodNotAllowed))
 		return
 	}
-	if err := parseForm(w, r); err != nil {
+	if err := parseForm(w, r, e.provider.grantTypes); err != nil {
 		e.writeError(ctx, w, r, nil, err)
 		return
 	}
@@ -73,12 +74,12 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // parseForm reads the bounded form body and rejects what fosite would let
 // through: other media types, repeated parameters and grant types the
-// endpoint does not serve.
-func parseForm(w http.ResponseWriter, r *http.Request) error {
+// endpoint does not serve (those not in served).
+func parseForm(w http.ResponseWriter, r *http.Request, served []string) error {
 	if err := readForm(w, r, repeatable); err != nil {
 		return err
 	}
-	if grant := r.PostForm.Get("grant_type"); grant != "" && !slices.Contains(GrantTypes(), grant) {
+	if grant := r.PostForm.Get("grant_type"); grant != "" && !slices.Contains(served, grant) {
 		return fosite.ErrUnsupportedGrantType.WithDebugf("grant_type %q", truncate(grant))
 	}
 	return nil
@@ -98,6 +99,7 @@ func (e *Endpoint) writeError(ctx context.Context, w http.ResponseWriter, r *htt
 	if !ok {
 		rfcErr = fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
 	}
+	denial, denied := errors.AsType[*PolicyDenial](err)
 	if errors.Is(err, store.ErrInactive) || errors.Is(err, store.ErrRevoked) {
 		// A code or refresh token used twice at the same moment: the loser
 		// is told what happened (the grant is already revoked), not 500.
@@ -119,7 +121,56 @@ func (e *Endpoint) writeError(ctx context.Context, w http.ResponseWriter, r *htt
 		// RFC 6749 §5.2 and RFC 9110 §11.6.1: a 401 names the scheme to use.
 		w.Header().Set("WWW-Authenticate", `Basic realm="gatehouse", charset="UTF-8"`)
 	}
+	if denied && validReasonCode(denial.ReasonCode) {
+		writeDenial(w, rfcErr, denial.ReasonCode)
+		return
+	}
 	e.provider.WriteAccessError(ctx, w, ar, rfcErr)
+}
+
+// PolicyDenial is the cause (wrapped by a fosite.RFC6749Error) of a token
+// request a policy refused. The token endpoint adds ReasonCode to the RFC
+// 6749 §5.2 error response as the member "reason_code", a Gatehouse
+// extension: a stable snake_case code that names the rule that refused,
+// never the policy's text or private attribute values.
+type PolicyDenial struct {
+	// ReasonCode is the decision's reason code.
+	ReasonCode string
+}
+
+// Error implements error.
+func (d *PolicyDenial) Error() string { return "token: denied by policy: " + d.ReasonCode }
+
+// validReasonCode accepts what may be shown as a reason code: 1 to 64
+// bytes of [a-z0-9_]. Anything else from a PDP is withheld.
+func validReasonCode(code string) bool {
+	if code == "" || len(code) > 64 {
+		return false
+	}
+	for _, c := range []byte(code) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// writeDenial answers with err in RFC 6749 §5.2 form plus "reason_code";
+// error_description is err's description and hint, never its debug.
+func writeDenial(w http.ResponseWriter, err *fosite.RFC6749Error, code string) {
+	body, mErr := json.Marshal(struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+		ReasonCode  string `json:"reason_code"`
+	}{err.ErrorField, err.WithExposeDebug(false).GetDescription(), code})
+	if mErr != nil {
+		body = []byte(`{"error":"server_error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	w.WriteHeader(err.CodeField)
+	_, _ = w.Write(body)
 }
 
 // logIssued reports an issued token to the observer (audit log) and writes

@@ -358,7 +358,9 @@ func TestRejected(t *testing.T) {
 		{name: "missing grant_type", auth: reportingJob, body: form("scope", "invoice:read"), wantStatus: 400, wantError: "invalid_request"},
 		{name: "empty body", auth: reportingJob, body: "", wantStatus: 400, wantError: "invalid_request"},
 		{name: "unsupported grant type", auth: reportingJob, body: form("grant_type", "password", "username", "alice", "password", "x"), wantStatus: 400, wantError: "unsupported_grant_type"},
-		{name: "grant not served yet", auth: basic("support-console", "support-console-secret"), body: form("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token", "abc"), wantStatus: 400, wantError: "unsupported_grant_type"},
+		// Token exchange is served only by a provider configured with the
+		// grant (package exchange, with a PDP); this one is not.
+		{name: "token exchange not configured", auth: basic("support-console", "support-console-secret"), body: form("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token", "abc"), wantStatus: 400, wantError: "unsupported_grant_type"},
 		{name: "password grant", auth: reportingJob, body: form("grant_type", "password", "username", "alice", "password", "x"), wantStatus: 400, wantError: "unsupported_grant_type"},
 		{name: "json body", contentType: "application/json", auth: reportingJob, body: `{"grant_type":"client_credentials"}`, wantStatus: 400, wantError: "invalid_request"},
 		{name: "GET", method: http.MethodGet, auth: reportingJob, wantStatus: 405, wantError: "invalid_request"},

@@ -158,6 +158,9 @@ type introspection struct {
 	JTI       string   `json:"jti,omitempty"`
 	TokenType string   `json:"token_type,omitempty"`
 	Tenant    string   `json:"tenant,omitempty"`
+	// Act is an exchanged token's actor (RFC 8693 §4.1), earlier actors
+	// nested.
+	Act map[string]any `json:"act,omitempty"`
 }
 
 // tokenTypeBearer is the token_type of an active access token, spelled as
@@ -251,6 +254,7 @@ func describe(use fosite.TokenUse, ar fosite.AccessRequester) (introspection, er
 	}
 	c := sess.JWTClaims
 	tenant, _ := c.Extra["tenant"].(string)
+	act, _ := c.Extra["act"].(map[string]any)
 	if use == fosite.RefreshToken {
 		return introspection{
 			Active:    true,
@@ -276,6 +280,7 @@ func describe(use fosite.TokenUse, ar fosite.AccessRequester) (introspection, er
 		JTI:       c.JTI,
 		TokenType: tokenTypeBearer,
 		Tenant:    tenant,
+		Act:       act,
 	}, nil
 }
 

@@ -37,6 +37,32 @@ type Session struct {
 	// first refresh token, it caps every rotated one, so rotation cannot
 	// keep a grant alive forever.
 	FamilyExpiresAt time.Time `json:",omitzero"`
+	// LifetimeLimit, when positive, caps the access token's lifetime below
+	// what the client's lifespan allows (token exchange's requested_lifetime
+	// and its bound on impersonation).
+	LifetimeLimit time.Duration `json:",omitempty"`
+	// Exchange records how a token-exchange token came to be; nil for
+	// every other grant. It is stored with the token's session, never put
+	// in the token, so the origin of a live exchanged token can be traced.
+	Exchange *ExchangeRecord `json:",omitempty"`
+}
+
+// ExchangeRecord is the provenance of a token issued by token exchange
+// (RFC 8693): the mode, the tokens exchanged (by jti), the ticket the
+// client stated and the policy decision that allowed it. It holds no
+// token and no secret.
+type ExchangeRecord struct {
+	// Mode is "impersonation" or "delegation".
+	Mode string
+	// RequestID is the token request's id (the PDP input's request_id).
+	RequestID string
+	// SubjectJTI and ActorJTI name the subject and actor tokens.
+	SubjectJTI, ActorJTI string `json:",omitempty"`
+	// TicketID and TicketAccess are the support ticket the client stated
+	// (impersonation only).
+	TicketID, TicketAccess string `json:",omitempty"`
+	// DecisionID, PolicyVersion and ReasonCode identify the PDP's decision.
+	DecisionID, PolicyVersion, ReasonCode string `json:",omitempty"`
 }
 
 var (
@@ -125,6 +151,10 @@ func (s *Session) Clone() fosite.Session {
 		out.IDClaims = &c
 	}
 	out.IDHeader = cloneHeaders(s.IDHeader)
+	if s.Exchange != nil {
+		x := *s.Exchange
+		out.Exchange = &x
+	}
 	return &out
 }
 
@@ -135,16 +165,19 @@ func cloneHeaders(h *jwt.Headers) *jwt.Headers {
 	return &jwt.Headers{Extra: cloneMap(h.Extra)}
 }
 
-// cloneMap copies claim maps; their values are strings, numbers and string
-// slices, which it copies too.
+// cloneMap copies claim maps; their values are strings, numbers, string
+// slices and nested claim maps (act), which it copies too.
 func cloneMap(m map[string]any) map[string]any {
 	if m == nil {
 		return nil
 	}
 	out := make(map[string]any, len(m))
 	for k, v := range m {
-		if ss, ok := v.([]string); ok {
-			v = slices.Clone(ss)
+		switch x := v.(type) {
+		case []string:
+			v = slices.Clone(x)
+		case map[string]any:
+			v = cloneMap(x)
 		}
 		out[k] = v
 	}

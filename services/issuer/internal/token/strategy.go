@@ -16,7 +16,8 @@ import (
 // Gatehouse profile on top: every access token gets a fresh jti and
 // iat/nbf of the moment it is signed (a refresh clones the session of the
 // first token, so without this two tokens of one grant would share a jti),
-// and no token outlives maxLifetime, whatever a client's lifespan says.
+// and no token outlives maxLifetime, whatever a client's lifespan says,
+// nor its session's LifetimeLimit.
 // Authorization codes and refresh tokens stay opaque HMAC values.
 type accessTokenStrategy struct {
 	*oauth2.DefaultJWTStrategy
@@ -48,6 +49,9 @@ func (s *accessTokenStrategy) GenerateAccessToken(ctx context.Context, r fosite.
 	lifespan := fosite.GetEffectiveLifespan(r.GetClient(), grant, fosite.AccessToken, s.lifespan)
 	if s.maxLifetime > 0 {
 		lifespan = min(lifespan, s.maxLifetime)
+	}
+	if gs, ok := sess.(*Session); ok && gs.LifetimeLimit > 0 {
+		lifespan = min(lifespan, gs.LifetimeLimit)
 	}
 	if lifespan <= 0 {
 		return "", "", errors.New("token: access token lifespan is not positive")

@@ -1,7 +1,8 @@
 // Package token is the issuer's OAuth 2.0 and OpenID Connect engine, built
 // on fosite: the authorization endpoint (code flow with PKCE and OIDC), the
 // token endpoint (authorization_code, refresh_token with rotation and reuse
-// detection, client_credentials), client authentication (keyed-hash
+// detection, client_credentials, and further grants such as token exchange
+// composed in by Config.Grants), client authentication (keyed-hash
 // secrets, private_key_jwt), introspection, revocation and userinfo. Access
 // tokens are RFC 9068 JWTs signed with ES256.
 package token
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/ory/fosite"
@@ -44,9 +46,22 @@ const (
 	DefaultAuthorizeCodeLifespan = time.Minute
 )
 
-// GrantTypes returns the grant types the endpoint serves.
+// GrantTypes returns the grant types every provider serves; a provider
+// serves its Config.Grants too (see Provider.GrantTypes).
 func GrantTypes() []string {
 	return []string{client.GrantAuthorizationCode, client.GrantRefreshToken, client.GrantClientCredentials}
+}
+
+// Grant is a token endpoint handler for a grant type beyond the built-in
+// ones (token exchange): Factory is composed into the provider like
+// fosite's own handlers, receiving its configuration, storage (*Storage)
+// and strategy (access tokens signed as RFC 9068 JWTs), and must return a
+// fosite.TokenEndpointHandler that serves exactly Type.
+type Grant struct {
+	// Type is the grant_type value the handler serves.
+	Type string
+	// Factory builds the handler.
+	Factory compose.Factory
 }
 
 // AuthMethods returns the client authentication methods the token endpoint
@@ -96,6 +111,9 @@ type Config struct {
 	// refresh of a grant whose consent does not is refused and ends the
 	// grant (fail closed should revoking at withdrawal have failed).
 	ConsentActive func(ctx context.Context, consentID string) (bool, error)
+	// Grants are handlers for further grant types, composed after the
+	// built-in ones; an unlisted grant type is unsupported_grant_type.
+	Grants []Grant
 	// Logger receives one line per issued token and per rejected request.
 	Logger *slog.Logger
 }
@@ -126,6 +144,11 @@ func (c Config) validate() error {
 	if c.Logger == nil {
 		errs = append(errs, errors.New("logger is missing"))
 	}
+	for _, g := range c.Grants {
+		if g.Type == "" || g.Factory == nil || slices.Contains(GrantTypes(), g.Type) {
+			errs = append(errs, fmt.Errorf("grant %q: needs a new grant type and a factory", g.Type))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -152,6 +175,8 @@ type Provider struct {
 	storage *Storage
 	auth    *authenticator
 	cfg     Config
+	// grantTypes are the grant types served.
+	grantTypes []string
 }
 
 // NewProvider composes the fosite provider for cfg: the authorization-code
@@ -209,7 +234,7 @@ func NewProvider(cfg Config) (*Provider, error) {
 	}
 	storage := NewStorage(cfg.Store, cfg.observer())
 	storage.consentActive = cfg.ConsentActive
-	provider := compose.Compose(fcfg, storage, strategy,
+	factories := []compose.Factory{
 		compose.OAuth2AuthorizeExplicitFactory,
 		compose.OAuth2PKCEFactory,
 		compose.OpenIDConnectExplicitFactory,
@@ -218,15 +243,25 @@ func NewProvider(cfg Config) (*Provider, error) {
 		clientCredentialsFactory(cfg.MaxTokenLifetime),
 		introspectionFactory,
 		revocationFactory(cfg.Logger, storage),
-	)
+	}
+	grantTypes := GrantTypes()
+	for _, g := range cfg.Grants {
+		factories = append(factories, g.Factory)
+		grantTypes = append(grantTypes, g.Type)
+	}
+	provider := compose.Compose(fcfg, storage, strategy, factories...)
 	f, ok := provider.(*fosite.Fosite)
 	if !ok {
 		return nil, fmt.Errorf("token: provider is %T, want *fosite.Fosite", provider)
 	}
 	auth.assertions = f.DefaultClientAuthenticationStrategy
 	auth.tokenURL = cfg.Issuer + Path
-	return &Provider{OAuth2Provider: provider, storage: storage, auth: auth, cfg: cfg}, nil
+	return &Provider{OAuth2Provider: provider, storage: storage, auth: auth, cfg: cfg, grantTypes: grantTypes}, nil
 }
+
+// GrantTypes returns the grant types p serves (for the metadata's
+// grant_types_supported): the built-in ones, then Config.Grants.
+func (p *Provider) GrantTypes() []string { return slices.Clone(p.grantTypes) }
 
 // Storage is the provider's fosite storage (for revocations outside the
 // token endpoints, such as a withdrawn consent).
