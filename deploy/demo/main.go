@@ -90,12 +90,12 @@ func run(ctx context.Context, stdout, stderr io.Writer, opts options) error {
 		supportCfg supportapp.Config
 	)
 	services := []service{
-		{"issuer", []string{"-store=memory", "-demo", addr(p.Issuer), issuerFlag, "-scope-catalog=" + filepath.Join(opts.policyDir, "gatehouse", "data.json")}, func(ctx context.Context, l *slog.Logger) error { return issuerapp.Run(ctx, issuerCfg, l) }, issuerCfg.RegisterFlags},
+		{"issuer", []string{"-store=memory", "-demo", addr(p.Issuer), issuerFlag, pdpFlag, "-scope-catalog=" + filepath.Join(opts.policyDir, "gatehouse", "data.json")}, func(ctx context.Context, l *slog.Logger) error { return issuerapp.Run(ctx, issuerCfg, l) }, issuerCfg.RegisterFlags},
 		{"pdp", []string{"-store=memory", "-policy-dir=" + opts.policyDir, addr(p.PDP), issuerFlag,
 			"-bundle-verification-key=" + opts.bundleKey, "-bundle-verification-key-id=" + opts.bundleKeyID}, func(ctx context.Context, l *slog.Logger) error { return pdpapp.Run(ctx, pdpCfg, l) }, pdpCfg.RegisterFlags},
 		{"invoice", []string{"-store=memory", "-demo", addr(p.Invoice), issuerFlag, pdpFlag}, func(ctx context.Context, l *slog.Logger) error { return invoiceapp.Run(ctx, invoiceCfg, l) }, invoiceCfg.RegisterFlags},
-		{"support", []string{addr(p.Support)}, func(ctx context.Context, l *slog.Logger) error { return supportapp.Run(ctx, supportCfg, l) }, supportCfg.RegisterFlags},
-		{"gateway", []string{addr(p.Gateway), issuerFlag, pdpFlag, "-invoice-url=" + local(p.Invoice)}, func(ctx context.Context, l *slog.Logger) error { return gatewayapp.Run(ctx, gatewayCfg, l) }, gatewayCfg.RegisterFlags},
+		{"support", []string{"-store=memory", "-demo", addr(p.Support), issuerFlag, pdpFlag, "-invoice-url=" + local(p.Invoice)}, func(ctx context.Context, l *slog.Logger) error { return supportapp.Run(ctx, supportCfg, l) }, supportCfg.RegisterFlags},
+		{"gateway", []string{addr(p.Gateway), issuerFlag, pdpFlag, "-invoice-url=" + local(p.Invoice), "-support-url=" + local(p.Support)}, func(ctx context.Context, l *slog.Logger) error { return gatewayapp.Run(ctx, gatewayCfg, l) }, gatewayCfg.RegisterFlags},
 	}
 	// Each service parses its demo flags over its own defaults, exactly as
 	// its command would: the ports and URLs are the documented defaults.
@@ -134,7 +134,7 @@ Nothing is persisted; signing keys and secret-hash keys are ephemeral.
   issuer    http://localhost:{{.Issuer}}   /.well-known/openid-configuration
   pdp       http://localhost:{{.PDP}}   gatehouse.authz.v1.DecisionService, PolicyAdminService
   invoice   http://localhost:{{.Invoice}}   (reach it through the gateway)
-  support   http://localhost:{{.Support}}   (health only in this release)
+  support   http://localhost:{{.Support}}   (reach it through the gateway; demo ticket tkt_demo_acme_1 of bob)
 
 Demo clients (client_credentials):
   reporting-job / reporting-job-secret   tenant acme, scope invoice:read
@@ -156,6 +156,11 @@ docs/tutorials/sign-in.md):
   alice/alice-demo-password (acme, billing_approver, TOTP)   bob/bob-demo-password (acme, billing_viewer)
   carol/carol-demo-password (globex, billing_approver, TOTP) sam/sam-demo-password (acme, support_agent, TOTP)
   Their consents: http://localhost:{{.Issuer}}/account/consents
+
+Support (token exchange, RFC 8693): sam helps bob through the support console
+(support-console / support-console-secret); the export job is support-export /
+support-export-secret. Walk through it: docs/tutorials/support-impersonation.md
+  go run ./deploy/demo/cmd/support help -ticket tkt_demo_acme_1
 
 Ctrl-C stops everything.
 `))

@@ -17,6 +17,13 @@ var gatewayRoutes = []struct{ procedure, body string }{
 	{"/gatehouse.invoice.v1.InvoiceService/GetInvoice", `{"id":"inv_demo_acme_1"}`},
 	{"/gatehouse.invoice.v1.InvoiceService/CreateInvoice", `{"customer":"Revoked Ltd","amountCents":"100","currency":"EUR"}`},
 	{"/gatehouse.invoice.v1.InvoiceService/ApproveInvoice", `{"id":"inv_demo_acme_1"}`},
+	{"/gatehouse.support.v1.SupportService/OpenTicket", `{"summary":"revoked"}`},
+	{"/gatehouse.support.v1.SupportService/ListTickets", `{}`},
+	{"/gatehouse.support.v1.SupportService/CloseTicket", `{"id":"tkt_demo_acme_1"}`},
+	{"/gatehouse.support.v1.SupportService/StartImpersonation", `{"ticketId":"tkt_demo_acme_1"}`},
+	{"/gatehouse.support.v1.SupportService/EndImpersonation", `{"sessionId":"x"}`},
+	{"/gatehouse.support.v1.SupportService/GetCustomerOverview", `{"sessionId":"x"}`},
+	{"/gatehouse.support.v1.SupportService/ExportInvoices", `{}`},
 }
 
 // TestRevokedTokenIsRefusedAtEveryRoute: billing-bot revokes its own token

@@ -156,6 +156,7 @@ func Start(ctx context.Context, opts ...Option) (s *Stack, err error) {
 			"GATEHOUSE_ISSUER_DEMO":         "true",
 			"GATEHOUSE_ISSUER_ISSUER":       IssuerID,
 			"GATEHOUSE_ISSUER_DATABASE_URL": dsn("issuer"),
+			"GATEHOUSE_ISSUER_PDP_URL":      "http://pdp:8081",
 		}},
 		{name: "pdp", image: "gatehouse/pdp:" + tag, port: "8081/tcp", env: pdpEnv(dsn("pdp"))},
 		// A second PDP replica on the same database: rollouts must reach
@@ -167,10 +168,18 @@ func Start(ctx context.Context, opts ...Option) (s *Stack, err error) {
 			"GATEHOUSE_INVOICE_ISSUER":       IssuerID,
 			"GATEHOUSE_INVOICE_PDP_URL":      "http://pdp:8081",
 		}},
+		{name: "support", image: "gatehouse/support:" + tag, port: "8092/tcp", env: map[string]string{
+			"GATEHOUSE_SUPPORT_DEMO":         "true",
+			"GATEHOUSE_SUPPORT_DATABASE_URL": dsn("support"),
+			"GATEHOUSE_SUPPORT_ISSUER":       IssuerID,
+			"GATEHOUSE_SUPPORT_PDP_URL":      "http://pdp:8081",
+			"GATEHOUSE_SUPPORT_INVOICE_URL":  "http://invoice:8091",
+		}},
 		{name: "gateway", image: "gatehouse/gateway:" + tag, port: "8000/tcp", env: map[string]string{
 			"GATEHOUSE_GATEWAY_ISSUER":                   IssuerID,
 			"GATEHOUSE_GATEWAY_PDP_URL":                  "http://pdp:8081",
 			"GATEHOUSE_GATEWAY_INVOICE_URL":              "http://invoice:8091",
+			"GATEHOUSE_GATEWAY_SUPPORT_URL":              "http://support:8092",
 			"GATEHOUSE_GATEWAY_REVOCATION_CLIENT_SECRET": "gateway-secret",
 		}},
 	}
