@@ -78,6 +78,12 @@ func New(ctx context.Context, cfg Config, traceOut io.Writer) (*Telemetry, error
 	}
 	switch cfg.Exporter {
 	case "", ExporterNone:
+		// Nothing would ever read a recorded span: record none. Spans still
+		// get trace and span ids, so logs, errors and audit events carry a
+		// trace_id and the W3C context still travels (unsampled); only the
+		// attributes and events nobody exports are not built. On the PDP's
+		// hot path that is a measurable share of a decision.
+		opts[1] = sdktrace.WithSampler(sdktrace.NeverSample())
 	case ExporterStdout:
 		exp, err := stdouttrace.New(stdouttrace.WithWriter(traceOut))
 		if err != nil {

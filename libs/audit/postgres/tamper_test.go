@@ -277,6 +277,7 @@ func TestMigrateSharesDatabase(t *testing.T) {
 	service := fstest.MapFS{
 		"00001_clients.sql": {Data: []byte("-- +goose Up\nCREATE TABLE clients (id text PRIMARY KEY);\n")},
 		"00002_users.sql":   {Data: []byte("-- +goose Up\nCREATE TABLE users (id text PRIMARY KEY);\n")},
+		"00003_roles.sql":   {Data: []byte("-- +goose Up\nCREATE TABLE roles (id text PRIMARY KEY);\n")},
 	}
 	for range 2 { // in either order, any number of times
 		if err := postgres.Migrate(t.Context(), pool); err != nil {
@@ -286,7 +287,7 @@ func TestMigrateSharesDatabase(t *testing.T) {
 			t.Fatalf("service Migrate: %v", err)
 		}
 	}
-	versions := map[string]int64{"goose_db_version": 2, postgres.VersionTable: 1}
+	versions := map[string]int64{"goose_db_version": 3, postgres.VersionTable: 2}
 	for table, want := range versions {
 		var got int64
 		if err := pool.QueryRow(t.Context(), "SELECT max(version_id) FROM "+table).Scan(&got); err != nil {
