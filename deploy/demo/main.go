@@ -160,7 +160,8 @@ docs/tutorials/sign-in.md):
 Support (token exchange, RFC 8693): sam helps bob through the support console
 (support-console / support-console-secret); the export job is support-export /
 support-export-secret. Walk through it: docs/tutorials/support-impersonation.md
-  go run ./deploy/demo/cmd/support help -ticket tkt_demo_acme_1
+  GATEHOUSE_DEMO_SUPPORT_CONSOLE_SECRET=support-console-secret \
+    go run ./deploy/demo/cmd/support help -ticket tkt_demo_acme_1
 
 Ctrl-C stops everything.
 `))

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
+	"github.com/gatehouse/gatehouse/deploy/demo/internal/signin"
 	invoicev1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1/invoicev1connect"
 )
@@ -36,6 +36,12 @@ var (
 
 // callTimeout bounds each call to the gateway.
 const callTimeout = 30 * time.Second
+
+// authorizer sends the user through the authorization endpoint
+// (*signin.Authorizer; a fake in tests).
+type authorizer interface {
+	Authorize(ctx context.Context, req signin.Request) (signin.Result, error)
+}
 
 // config is the command line.
 type config struct {
@@ -122,20 +128,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // approve wires the real authorizer and gateway client and runs the dance.
 func approve(ctx context.Context, cfg config, out io.Writer) (err error) {
 	httpClient := &http.Client{Timeout: callTimeout}
-	callback, err := listenLoopback(ctx, cfg.port)
+	callback, err := signin.Listen(ctx, cfg.port)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		err = errors.Join(err, callback.close(shutdownCtx))
+		err = errors.Join(err, callback.Close(shutdownCtx))
 	}()
 	var open func(string) error
 	if cfg.open {
-		open = xdgOpen
+		open = signin.XDGOpen
 	}
-	auth, err := newOIDCAuthorizer(oidc.ClientContext(ctx, httpClient), cfg.issuer, cfg.clientID, cfg.scopes, callback, out, open)
+	client := signin.Client{ID: cfg.clientID, Scopes: cfg.scopes}
+	auth, err := signin.NewAuthorizer(oidc.ClientContext(ctx, httpClient), cfg.issuer, client, callback, out, open)
 	if err != nil {
 		return err
 	}
@@ -155,13 +162,13 @@ func approve(ctx context.Context, cfg config, out io.Writer) (err error) {
 // max_age, check the new sign-in meets them and is the same user, and retry
 // once.
 func approveWithStepUp(ctx context.Context, out io.Writer, auth authorizer, invoices invoicev1connect.InvoiceServiceClient, id string, now func() time.Time) (*invoicev1.Invoice, error) {
-	first, err := auth.authorize(ctx, authRequest{})
+	first, err := auth.Authorize(ctx, signin.Request{})
 	if err != nil {
 		return nil, fmt.Errorf("sign in: %w", err)
 	}
 	printSignIn(out, first, now())
 	_, _ = fmt.Fprintf(out, "approving %s ...\n", id)
-	inv, err := approveInvoice(ctx, invoices, id, first.accessToken)
+	inv, err := approveInvoice(ctx, invoices, id, first.AccessToken)
 	if err == nil {
 		return inv, nil
 	}
@@ -177,31 +184,31 @@ func approveWithStepUp(ctx context.Context, out io.Writer, auth authorizer, invo
 	if c.header != "" {
 		_, _ = fmt.Fprintf(out, "  WWW-Authenticate: %s\n", c.header)
 	}
-	_, _ = fmt.Fprintf(out, "  it asks for %s; this sign-in has acr %q and is %s old\n", c, first.acr, age(first, now()))
-	req := authRequest{acrValues: c.acrValues, maxAge: c.maxAge, hasMaxAge: c.hasMaxAge}
-	if !c.hasMaxAge && acrMeets(first.acr, c.acrValues) {
+	_, _ = fmt.Fprintf(out, "  it asks for %s; this sign-in has acr %q and is %s old\n", c, first.ACR, age(first, now()))
+	req := signin.Request{ACRValues: c.acrValues, MaxAge: c.maxAge, HasMaxAge: c.hasMaxAge}
+	if !c.hasMaxAge && acrMeets(first.ACR, c.acrValues) {
 		// Nothing in the request would make the issuer ask the user
 		// again: the session already has the acr. Force a new login.
-		req.prompt = "login"
+		req.Prompt = "login"
 	}
 	_, _ = fmt.Fprintf(out, "re-authorizing with %s\n", describe(req))
-	second, err := auth.authorize(ctx, req)
+	second, err := auth.Authorize(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("step-up sign-in: %w", err)
 	}
 	printSignIn(out, second, now())
-	if second.subject != first.subject {
-		return nil, fmt.Errorf("%w: %s signed in, but the challenge was for %s; not retrying", errOtherUser, second.subject, first.subject)
+	if second.Subject != first.Subject {
+		return nil, fmt.Errorf("%w: %s signed in, but the challenge was for %s; not retrying", errOtherUser, second.Subject, first.Subject)
 	}
-	if !acrMeets(second.acr, c.acrValues) {
-		return nil, fmt.Errorf("%w: acr %q, asked for %q", errStepUpNotMet, second.acr, c.acrValues)
+	if !acrMeets(second.ACR, c.acrValues) {
+		return nil, fmt.Errorf("%w: acr %q, asked for %q", errStepUpNotMet, second.ACR, c.acrValues)
 	}
-	if c.hasMaxAge && now().Sub(second.authTime) > time.Duration(c.maxAge)*time.Second {
+	if c.hasMaxAge && now().Sub(second.AuthTime) > time.Duration(c.maxAge)*time.Second {
 		return nil, fmt.Errorf("%w: the sign-in is %s old, asked for at most %ds", errStepUpNotMet, age(second, now()), c.maxAge)
 	}
 
 	_, _ = fmt.Fprintln(out, "retrying the approval with the new token ...")
-	inv, err = approveInvoice(ctx, invoices, id, second.accessToken)
+	inv, err = approveInvoice(ctx, invoices, id, second.AccessToken)
 	if err != nil {
 		if _, again, _ := stepUpChallenge(err); again {
 			return nil, fmt.Errorf("%w: %w", errStillChallenged, err)
@@ -245,43 +252,27 @@ func acrMeets(acr, acrValues string) bool {
 	return acrValues == "" || slices.Contains(strings.Fields(acrValues), acr)
 }
 
-func printSignIn(out io.Writer, s signIn, now time.Time) {
+func printSignIn(out io.Writer, s signin.Result, now time.Time) {
 	_, _ = fmt.Fprintf(out, "signed in as %s: acr %q, auth_time %s (%s ago)\n",
-		s.subject, s.acr, s.authTime.UTC().Format(time.RFC3339), age(s, now))
+		s.Subject, s.ACR, s.AuthTime.UTC().Format(time.RFC3339), age(s, now))
 }
 
 // age is how long ago s signed in, to the second.
-func age(s signIn, now time.Time) time.Duration {
-	return now.Sub(s.authTime).Truncate(time.Second)
+func age(s signin.Result, now time.Time) time.Duration {
+	return now.Sub(s.AuthTime).Truncate(time.Second)
 }
 
 // describe names an authorization request's extra parameters.
-func describe(req authRequest) string {
+func describe(req signin.Request) string {
 	var parts []string
-	if req.acrValues != "" {
-		parts = append(parts, "acr_values="+req.acrValues)
+	if req.ACRValues != "" {
+		parts = append(parts, "acr_values="+req.ACRValues)
 	}
-	if req.hasMaxAge {
-		parts = append(parts, fmt.Sprintf("max_age=%d", req.maxAge))
+	if req.HasMaxAge {
+		parts = append(parts, fmt.Sprintf("max_age=%d", req.MaxAge))
 	}
-	if req.prompt != "" {
-		parts = append(parts, "prompt="+req.prompt)
+	if req.Prompt != "" {
+		parts = append(parts, "prompt="+req.Prompt)
 	}
 	return strings.Join(parts, " ")
-}
-
-// xdgOpen opens target in the desktop's browser, if xdg-open is installed.
-func xdgOpen(target string) error {
-	path, err := exec.LookPath("xdg-open")
-	if err != nil {
-		return err
-	}
-	// The URL is the issuer's authorization endpoint with this client's
-	// own parameters, passed as one argument (no shell).
-	cmd := exec.Command(path, target) //nolint:gosec // G204: see above
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	go func() { _ = cmd.Wait() }()
-	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/gatehouse/gatehouse/deploy/demo/internal/signin"
 	"github.com/gatehouse/gatehouse/libs/enforce"
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
 	invoicev1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1"
@@ -22,19 +23,19 @@ import (
 
 // fakeAuthorizer hands out sign-ins in order and records the requests.
 type fakeAuthorizer struct {
-	signIns  []signIn
+	signIns  []signin.Result
 	errs     []error
-	requests []authRequest
+	requests []signin.Request
 }
 
-func (a *fakeAuthorizer) authorize(_ context.Context, req authRequest) (signIn, error) {
+func (a *fakeAuthorizer) Authorize(_ context.Context, req signin.Request) (signin.Result, error) {
 	i := len(a.requests)
 	a.requests = append(a.requests, req)
 	if i < len(a.errs) && a.errs[i] != nil {
-		return signIn{}, a.errs[i]
+		return signin.Result{}, a.errs[i]
 	}
 	if i >= len(a.signIns) {
-		return signIn{}, errors.New("no more sign-ins")
+		return signin.Result{}, errors.New("no more sign-ins")
 	}
 	return a.signIns[i], nil
 }
@@ -90,17 +91,17 @@ func roleDenied(ctx context.Context) error {
 func TestApproveWithStepUp(t *testing.T) {
 	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	mfa := map[string]string{"acr": "mfa", "max_age": "300"}
-	alice := func(token, acr string, age time.Duration) signIn {
-		return signIn{subject: "alice", acr: acr, authTime: now.Add(-age), accessToken: token}
+	alice := func(token, acr string, age time.Duration) signin.Result {
+		return signin.Result{Subject: "alice", ACR: acr, AuthTime: now.Add(-age), AccessToken: token}
 	}
 	tests := []struct {
 		name     string
 		grpc     bool
-		signIns  []signIn
+		signIns  []signin.Result
 		authErrs []error
 		answers  map[string]func(context.Context) error
 		// wantRequests are the authorization requests, in order.
-		wantRequests []authRequest
+		wantRequests []signin.Request
 		// wantTokens are the tokens ApproveInvoice saw, in order.
 		wantTokens []string
 		wantErr    error
@@ -109,17 +110,17 @@ func TestApproveWithStepUp(t *testing.T) {
 	}{
 		{
 			name:         "a fresh MFA sign-in is not challenged",
-			signIns:      []signIn{alice("tok-fresh", "mfa", 30*time.Second)},
+			signIns:      []signin.Result{alice("tok-fresh", "mfa", 30*time.Second)},
 			answers:      map[string]func(context.Context) error{"tok-fresh": approved},
-			wantRequests: []authRequest{{}},
+			wantRequests: []signin.Request{{}},
 			wantTokens:   []string{"tok-fresh"},
 			wantOut:      []string{`signed in as alice: acr "mfa", auth_time 2026-11-26T09:59:30Z (30s ago)`, "approving inv-1 ..."},
 		},
 		{
 			name:         "challenged: re-authorizes with acr_values and max_age, retries",
-			signIns:      []signIn{alice("tok-old", "mfa", 7*time.Minute), alice("tok-new", "mfa", 2*time.Second)},
+			signIns:      []signin.Result{alice("tok-old", "mfa", 7*time.Minute), alice("tok-new", "mfa", 2*time.Second)},
 			answers:      map[string]func(context.Context) error{"tok-old": stepUpDenial(mfa), "tok-new": approved},
-			wantRequests: []authRequest{{}, {acrValues: "mfa", maxAge: 300, hasMaxAge: true}},
+			wantRequests: []signin.Request{{}, {ACRValues: "mfa", MaxAge: 300, HasMaxAge: true}},
 			wantTokens:   []string{"tok-old", "tok-new"},
 			wantOut: []string{
 				`signed in as alice: acr "mfa", auth_time 2026-11-26T09:53:00Z (7m0s ago)`,
@@ -134,69 +135,69 @@ func TestApproveWithStepUp(t *testing.T) {
 		{
 			name:         "over gRPC the challenge comes from the ErrorInfo",
 			grpc:         true,
-			signIns:      []signIn{alice("tok-pwd", "pwd", time.Minute), alice("tok-mfa", "mfa", time.Second)},
+			signIns:      []signin.Result{alice("tok-pwd", "pwd", time.Minute), alice("tok-mfa", "mfa", time.Second)},
 			answers:      map[string]func(context.Context) error{"tok-pwd": stepUpDenial(mfa), "tok-mfa": approved},
-			wantRequests: []authRequest{{}, {acrValues: "mfa", maxAge: 300, hasMaxAge: true}},
+			wantRequests: []signin.Request{{}, {ACRValues: "mfa", MaxAge: 300, HasMaxAge: true}},
 			wantTokens:   []string{"tok-pwd", "tok-mfa"},
 			wantOut:      []string{"step-up challenge: unauthenticated", `  it asks for acr_values=mfa max_age=300; this sign-in has acr "pwd"`},
 		},
 		{
 			name:         "no max_age and the acr already met: prompt=login",
-			signIns:      []signIn{alice("tok-a", "mfa", time.Hour), alice("tok-b", "mfa", time.Second)},
+			signIns:      []signin.Result{alice("tok-a", "mfa", time.Hour), alice("tok-b", "mfa", time.Second)},
 			answers:      map[string]func(context.Context) error{"tok-a": stepUpDenial(map[string]string{"acr": "mfa"}), "tok-b": approved},
-			wantRequests: []authRequest{{}, {acrValues: "mfa", prompt: "login"}},
+			wantRequests: []signin.Request{{}, {ACRValues: "mfa", Prompt: "login"}},
 			wantTokens:   []string{"tok-a", "tok-b"},
 			wantOut:      []string{"re-authorizing with acr_values=mfa prompt=login"},
 		},
 		{
 			name:         "another user signs in for the step-up: no retry",
-			signIns:      []signIn{alice("tok-alice", "mfa", time.Hour), {subject: "bob", acr: "mfa", authTime: now, accessToken: "tok-bob"}},
+			signIns:      []signin.Result{alice("tok-alice", "mfa", time.Hour), {Subject: "bob", ACR: "mfa", AuthTime: now, AccessToken: "tok-bob"}},
 			answers:      map[string]func(context.Context) error{"tok-alice": stepUpDenial(mfa), "tok-bob": approved},
-			wantRequests: []authRequest{{}, {acrValues: "mfa", maxAge: 300, hasMaxAge: true}},
+			wantRequests: []signin.Request{{}, {ACRValues: "mfa", MaxAge: 300, HasMaxAge: true}},
 			wantTokens:   []string{"tok-alice"},
 			wantErr:      errOtherUser,
 		},
 		{
 			name:         "the issuer gave a password-only sign-in: no retry",
-			signIns:      []signIn{alice("tok-1", "pwd", time.Hour), alice("tok-2", "pwd", time.Second)},
+			signIns:      []signin.Result{alice("tok-1", "pwd", time.Hour), alice("tok-2", "pwd", time.Second)},
 			answers:      map[string]func(context.Context) error{"tok-1": stepUpDenial(mfa), "tok-2": approved},
-			wantRequests: []authRequest{{}, {acrValues: "mfa", maxAge: 300, hasMaxAge: true}},
+			wantRequests: []signin.Request{{}, {ACRValues: "mfa", MaxAge: 300, HasMaxAge: true}},
 			wantTokens:   []string{"tok-1"},
 			wantErr:      errStepUpNotMet,
 		},
 		{
 			name:         "the issuer gave an old sign-in: no retry",
-			signIns:      []signIn{alice("tok-1", "mfa", time.Hour), alice("tok-2", "mfa", 301*time.Second)},
+			signIns:      []signin.Result{alice("tok-1", "mfa", time.Hour), alice("tok-2", "mfa", 301*time.Second)},
 			answers:      map[string]func(context.Context) error{"tok-1": stepUpDenial(mfa), "tok-2": approved},
-			wantRequests: []authRequest{{}, {acrValues: "mfa", maxAge: 300, hasMaxAge: true}},
+			wantRequests: []signin.Request{{}, {ACRValues: "mfa", MaxAge: 300, HasMaxAge: true}},
 			wantTokens:   []string{"tok-1"},
 			wantErr:      errStepUpNotMet,
 		},
 		{
 			name:         "challenged again after the step-up: no loop",
-			signIns:      []signIn{alice("tok-1", "mfa", time.Hour), alice("tok-2", "mfa", time.Second)},
+			signIns:      []signin.Result{alice("tok-1", "mfa", time.Hour), alice("tok-2", "mfa", time.Second)},
 			answers:      map[string]func(context.Context) error{"tok-1": stepUpDenial(mfa), "tok-2": stepUpDenial(mfa)},
-			wantRequests: []authRequest{{}, {acrValues: "mfa", maxAge: 300, hasMaxAge: true}},
+			wantRequests: []signin.Request{{}, {ACRValues: "mfa", MaxAge: 300, HasMaxAge: true}},
 			wantTokens:   []string{"tok-1", "tok-2"},
 			wantErr:      errStillChallenged,
 		},
 		{
 			name:         "a denial that is no challenge ends it",
-			signIns:      []signIn{{subject: "bob", acr: "pwd", authTime: now, accessToken: "tok-bob"}},
+			signIns:      []signin.Result{{Subject: "bob", ACR: "pwd", AuthTime: now, AccessToken: "tok-bob"}},
 			answers:      map[string]func(context.Context) error{"tok-bob": roleDenied},
-			wantRequests: []authRequest{{}},
+			wantRequests: []signin.Request{{}},
 			wantTokens:   []string{"tok-bob"},
 			wantErr:      &connect.Error{},
 			wantOut:      []string{"approving inv-1 ..."},
 		},
 		{
 			name:         "the step-up sign-in fails",
-			signIns:      []signIn{alice("tok-1", "mfa", time.Hour)},
-			authErrs:     []error{nil, errAuthorization},
+			signIns:      []signin.Result{alice("tok-1", "mfa", time.Hour)},
+			authErrs:     []error{nil, signin.ErrAuthorization},
 			answers:      map[string]func(context.Context) error{"tok-1": stepUpDenial(mfa)},
-			wantRequests: []authRequest{{}, {acrValues: "mfa", maxAge: 300, hasMaxAge: true}},
+			wantRequests: []signin.Request{{}, {ACRValues: "mfa", MaxAge: 300, HasMaxAge: true}},
 			wantTokens:   []string{"tok-1"},
-			wantErr:      errAuthorization,
+			wantErr:      signin.ErrAuthorization,
 		},
 	}
 	for _, tc := range tests {
@@ -250,7 +251,7 @@ func TestApproveWithStepUp(t *testing.T) {
 				t.Errorf("a WWW-Authenticate line over gRPC, whose trailers cannot carry it:\n%s", out.String())
 			}
 			for _, s := range tc.signIns {
-				if strings.Contains(out.String(), s.accessToken) {
+				if strings.Contains(out.String(), s.AccessToken) {
 					t.Errorf("the output shows an access token:\n%s", out.String())
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	invoicev1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1"
@@ -86,6 +87,9 @@ type Caller struct {
 	// Token is the caller's verified bearer token: the subject token of
 	// the exchanges made on their behalf. Never log it.
 	Token string
+	// Scopes are the scopes of the caller's token: an exchange can never
+	// carry more.
+	Scopes []string
 }
 
 func (c Caller) check() error {
@@ -391,7 +395,13 @@ func (s *Service) StartImpersonation(ctx context.Context, caller Caller, ticketI
 		return Session{}, "", fmt.Errorf("impersonate on ticket %s: %w", t.ID, ErrTicketClosed)
 	}
 	if len(scopes) == 0 {
-		scopes = t.Access.Scopes()
+		// What the ticket grants, as far as the agent's own token reaches:
+		// a write ticket gives an agent whose console may only read a
+		// read-only session, not a refused one.
+		scopes = slices.DeleteFunc(t.Access.Scopes(), func(s string) bool { return !slices.Contains(caller.Scopes, s) })
+		if len(scopes) == 0 {
+			scopes = t.Access.Scopes() // the issuer explains what is missing
+		}
 	}
 	tok, err := s.issuer.Impersonate(ctx, ImpersonationRequest{
 		AgentToken: caller.Token, Customer: t.Customer, TicketID: t.ID, Access: t.Access, Scopes: scopes, Lifetime: ttl,

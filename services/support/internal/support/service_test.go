@@ -321,3 +321,40 @@ func TestNoCaller(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultScopesReachOnlyAsFarAsTheAgent: without scopes asked for, a
+// session gets what the ticket grants as far as the agent's own token
+// reaches, so a write ticket still gives a console that may only read a
+// working read-only session.
+func TestDefaultScopesReachOnlyAsFarAsTheAgent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		access support.Access
+		agent  []string
+		want   []string
+	}{
+		{name: "read ticket", access: support.AccessRead, agent: []string{"support:impersonate", "invoice:read"}, want: []string{"invoice:read"}},
+		{name: "write ticket, reading agent", access: support.AccessWrite, agent: []string{"support:impersonate", "invoice:read"}, want: []string{"invoice:read"}},
+		{name: "write ticket, writing agent", access: support.AccessWrite, agent: []string{"invoice:read", "invoice:write"}, want: []string{"invoice:read", "invoice:write"}},
+		{name: "agent without invoice scopes: the issuer refuses what the ticket grants", access: support.AccessRead, agent: []string{"support:impersonate"}, want: []string{"invoice:read"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			tk, err := w.service().OpenTicket(t.Context(), bob, "Help", tc.access)
+			if err != nil {
+				t.Fatal(err)
+			}
+			agent := sam
+			agent.Scopes = tc.agent
+			sess, _, err := w.service().StartImpersonation(t.Context(), agent, tk.ID, 0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(sess.Scopes, tc.want) {
+				t.Errorf("session scopes %v, want %v", sess.Scopes, tc.want)
+			}
+		})
+	}
+}

@@ -168,7 +168,7 @@ func begin(ctx context.Context, req connect.AnyRequest) (context.Context, suppor
 	}
 	info := newRequestInfo(req.Header(), req.Peer().Addr)
 	ctx = support.WithRequestID(context.WithValue(ctx, requestKey{}, info), info.id)
-	return ctx, support.Caller{Subject: claims.Subject, Tenant: claims.Tenant, Token: token}, nil
+	return ctx, support.Caller{Subject: claims.Subject, Tenant: claims.Tenant, Token: token, Scopes: claims.Scopes}, nil
 }
 
 func errInvalid(msg string) error { return fmt.Errorf("%w: %s", support.ErrInvalid, msg) }

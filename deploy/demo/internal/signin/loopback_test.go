@@ -1,4 +1,4 @@
-package main
+package signin_test
 
 import (
 	"errors"
@@ -8,20 +8,22 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse/gatehouse/deploy/demo/internal/signin"
 )
 
 func TestLoopback(t *testing.T) {
-	l, err := listenLoopback(t.Context(), 0)
+	l, err := signin.Listen(t.Context(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.close(t.Context()) })
-	if !strings.HasPrefix(l.redirectURI, "http://127.0.0.1:") || !strings.HasSuffix(l.redirectURI, "/callback") {
-		t.Fatalf("redirect URI %q, want http://127.0.0.1:PORT/callback", l.redirectURI)
+	t.Cleanup(func() { _ = l.Close(t.Context()) })
+	if !strings.HasPrefix(l.RedirectURI(), "http://127.0.0.1:") || !strings.HasSuffix(l.RedirectURI(), "/callback") {
+		t.Fatalf("redirect URI %q, want http://127.0.0.1:PORT/callback", l.RedirectURI())
 	}
 	get := func(t *testing.T, path string, q url.Values) (int, string) {
 		t.Helper()
-		base := strings.TrimSuffix(l.redirectURI, "/callback")
+		base := strings.TrimSuffix(l.RedirectURI(), "/callback")
 		resp, err := http.Get(base + path + "?" + q.Encode())
 		if err != nil {
 			t.Fatal(err)
@@ -31,17 +33,17 @@ func TestLoopback(t *testing.T) {
 		return resp.StatusCode, string(body)
 	}
 	// received returns what ch got, or fails after a short wait.
-	received := func(t *testing.T, ch <-chan callbackResult) callbackResult {
+	received := func(t *testing.T, ch <-chan signin.Redirect) signin.Redirect {
 		t.Helper()
 		select {
 		case r := <-ch:
 			return r
 		case <-time.After(5 * time.Second):
 			t.Fatal("nothing delivered")
-			return callbackResult{}
+			return signin.Redirect{}
 		}
 	}
-	nothing := func(t *testing.T, ch <-chan callbackResult) {
+	nothing := func(t *testing.T, ch <-chan signin.Redirect) {
 		t.Helper()
 		select {
 		case r := <-ch:
@@ -51,13 +53,13 @@ func TestLoopback(t *testing.T) {
 	}
 
 	t.Run("the code, once, to the request with the state", func(t *testing.T) {
-		ch := l.expect("state-1")
-		other := l.expect("state-2")
+		ch := l.Expect("state-1")
+		other := l.Expect("state-2")
 		status, body := get(t, "/callback", url.Values{"code": {"the-code"}, "state": {"state-1"}})
 		if status != http.StatusOK || !strings.Contains(body, `id="signed-in"`) {
 			t.Fatalf("callback: %d %s", status, body)
 		}
-		if r := received(t, ch); r.code != "the-code" || r.err != nil {
+		if r := received(t, ch); r.Code != "the-code" || r.Err != nil {
 			t.Fatalf("delivered %+v, want the code", r)
 		}
 		nothing(t, other)
@@ -67,11 +69,11 @@ func TestLoopback(t *testing.T) {
 			t.Fatalf("replayed callback: %d %s", status, body)
 		}
 		nothing(t, ch)
-		l.forget("state-2")
+		l.Forget("state-2")
 	})
 	t.Run("unknown state", func(t *testing.T) {
-		ch := l.expect("state-3")
-		defer l.forget("state-3")
+		ch := l.Expect("state-3")
+		defer l.Forget("state-3")
 		if status, _ := get(t, "/callback", url.Values{"code": {"c"}, "state": {"forged"}}); status != http.StatusBadRequest {
 			t.Fatalf("status %d, want 400", status)
 		}
@@ -81,26 +83,26 @@ func TestLoopback(t *testing.T) {
 		nothing(t, ch)
 	})
 	t.Run("an error response", func(t *testing.T) {
-		ch := l.expect("state-4")
+		ch := l.Expect("state-4")
 		status, body := get(t, "/callback", url.Values{"error": {"access_denied"}, "error_description": {"no TOTP <b>"}, "state": {"state-4"}})
 		if status != http.StatusOK || !strings.Contains(body, `id="sign-in-failed"`) || strings.Contains(body, "<b>") {
 			t.Fatalf("callback: %d %s", status, body)
 		}
 		r := received(t, ch)
-		if !errors.Is(r.err, errAuthorization) || !strings.Contains(r.err.Error(), "access_denied") || r.code != "" {
+		if !errors.Is(r.Err, signin.ErrAuthorization) || !strings.Contains(r.Err.Error(), "access_denied") || r.Code != "" {
 			t.Fatalf("delivered %+v, want access_denied", r)
 		}
 	})
 	t.Run("neither code nor error", func(t *testing.T) {
-		ch := l.expect("state-5")
+		ch := l.Expect("state-5")
 		get(t, "/callback", url.Values{"state": {"state-5"}})
-		if r := received(t, ch); !errors.Is(r.err, errAuthorization) {
+		if r := received(t, ch); !errors.Is(r.Err, signin.ErrAuthorization) {
 			t.Fatalf("delivered %+v, want an error", r)
 		}
 	})
 	t.Run("another path", func(t *testing.T) {
-		ch := l.expect("state-6")
-		defer l.forget("state-6")
+		ch := l.Expect("state-6")
+		defer l.Forget("state-6")
 		if status, _ := get(t, "/favicon.ico", url.Values{"code": {"c"}, "state": {"state-6"}}); status != http.StatusNotFound {
 			t.Fatalf("status %d, want 404", status)
 		}

@@ -1,4 +1,4 @@
-package main
+package signin
 
 import (
 	"context"
@@ -7,74 +7,79 @@ import (
 	"html"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
 
-// callbackPath is the path of invoice-web's registered redirect URI
+// CallbackPath is the path of the demo clients' registered redirect URI
 // (http://127.0.0.1/callback, any port: RFC 8252 section 7.3).
-const callbackPath = "/callback"
+const CallbackPath = "/callback"
 
-// errAuthorization is an error the authorization endpoint sent back to the
+// ErrAuthorization is an error the authorization endpoint sent back to the
 // redirect URI (RFC 6749 section 4.1.2.1).
-var errAuthorization = errors.New("the authorization was refused")
+var ErrAuthorization = errors.New("the authorization was refused")
 
-// callbackResult is what came back to the redirect URI for one
-// authorization request.
-type callbackResult struct {
-	code string
-	err  error
+// Redirect is what came back to the redirect URI for one authorization
+// request: a code, or the error.
+type Redirect struct {
+	Code string
+	Err  error
 }
 
-// loopback receives authorization responses on a loopback redirect URI.
+// Loopback receives authorization responses on a loopback redirect URI.
 // Each authorization request registers its state first; a response is
 // delivered only to the request whose state it carries, once. Anything else
 // (an unknown or used state, another path) is refused and changes nothing.
-type loopback struct {
+type Loopback struct {
 	server      *http.Server
 	redirectURI string
 
 	mu      sync.Mutex
-	pending map[string]chan callbackResult
+	pending map[string]chan Redirect
 }
 
-// listenLoopback starts a loopback receiver on 127.0.0.1 and the given port
-// (0: any free port).
-func listenLoopback(ctx context.Context, port int) (*loopback, error) {
+// Listen starts a loopback receiver on 127.0.0.1 and the given port (0: any
+// free port).
+func Listen(ctx context.Context, port int) (*Loopback, error) {
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(port)))
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		return nil, fmt.Errorf("listen for the redirect: %w", err)
 	}
-	l := &loopback{
-		redirectURI: "http://" + ln.Addr().String() + callbackPath,
-		pending:     map[string]chan callbackResult{},
+	l := &Loopback{
+		redirectURI: "http://" + ln.Addr().String() + CallbackPath,
+		pending:     map[string]chan Redirect{},
 	}
 	l.server = &http.Server{Handler: l, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = l.server.Serve(ln) }()
 	return l, nil
 }
 
-// expect registers an authorization request's state and returns the channel
+// RedirectURI is the receiver's redirect URI,
+// http://127.0.0.1:PORT/callback.
+func (l *Loopback) RedirectURI() string { return l.redirectURI }
+
+// Expect registers an authorization request's state and returns the channel
 // its response will arrive on.
-func (l *loopback) expect(state string) <-chan callbackResult {
-	ch := make(chan callbackResult, 1)
+func (l *Loopback) Expect(state string) <-chan Redirect {
+	ch := make(chan Redirect, 1)
 	l.mu.Lock()
 	l.pending[state] = ch
 	l.mu.Unlock()
 	return ch
 }
 
-// forget drops a state whose response is no longer awaited.
-func (l *loopback) forget(state string) {
+// Forget drops a state whose response is no longer awaited.
+func (l *Loopback) Forget(state string) {
 	l.mu.Lock()
 	delete(l.pending, state)
 	l.mu.Unlock()
 }
 
 // ServeHTTP receives the browser's redirect.
-func (l *loopback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != callbackPath || r.Method != http.MethodGet {
+func (l *Loopback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != CallbackPath || r.Method != http.MethodGet {
 		http.NotFound(w, r)
 		return
 	}
@@ -92,26 +97,26 @@ func (l *loopback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e := q.Get("error"); e != "" {
-		ch <- callbackResult{err: fmt.Errorf("%w: %s: %s", errAuthorization, e, q.Get("error_description"))}
+		ch <- Redirect{Err: fmt.Errorf("%w: %s: %s", ErrAuthorization, e, q.Get("error_description"))}
 		_, _ = fmt.Fprint(w, page("sign-in-failed", "Sign-in failed. The terminal says why."))
 		return
 	}
 	if q.Get("code") == "" {
-		ch <- callbackResult{err: fmt.Errorf("%w: the response carries neither a code nor an error", errAuthorization)}
+		ch <- Redirect{Err: fmt.Errorf("%w: the response carries neither a code nor an error", ErrAuthorization)}
 		_, _ = fmt.Fprint(w, page("sign-in-failed", "Sign-in failed. The terminal says why."))
 		return
 	}
-	ch <- callbackResult{code: q.Get("code")}
+	ch <- Redirect{Code: q.Get("code")}
 	_, _ = fmt.Fprint(w, page("signed-in", "Signed in. You can close this tab and return to the terminal."))
 }
 
 // page is the small HTML page the browser shows after the redirect; id
 // marks the outcome for browser tests.
 func page(id, text string) string {
-	return `<!doctype html><meta charset="utf-8"><title>stepup</title><p id="` + id + `">` + html.EscapeString(text) + `</p>`
+	return `<!doctype html><meta charset="utf-8"><title>Gatehouse demo sign-in</title><p id="` + id + `">` + html.EscapeString(text) + `</p>`
 }
 
-// close stops the receiver.
-func (l *loopback) close(ctx context.Context) error {
+// Close stops the receiver.
+func (l *Loopback) Close(ctx context.Context) error {
 	return l.server.Shutdown(ctx)
 }
