@@ -113,7 +113,7 @@ func printSession(w io.Writer, s *supportv1.ImpersonationSession) {
 		{"agent", s.GetAgent()},
 		{"scopes", strings.Join(s.GetScopes(), " ")},
 		{"started", timestamp(start)},
-		{"expires", fmt.Sprintf("%s (%s later)", timestamp(expire), expire.Sub(start).Round(time.Second))},
+		{"expires", fmt.Sprintf("%s (%s later)", timestamp(expire), expire.Sub(start.Truncate(time.Second)))}, // exp is whole seconds
 	})
 }
 
