@@ -140,12 +140,14 @@ e2e: images ## End-to-end suites against the containerised stack.
 	cd e2e && GATEHOUSE_POSTGRES_IMAGE="$$(../deploy/postgres/image.sh)" GATEHOUSE_IMAGE_TAG=$(IMAGE_TAG) go test -count=1 -timeout 20m ./...
 
 .PHONY: docs
-docs: ## Regenerate generated docs (configuration reference).
+docs: ## Regenerate generated docs (configuration reference, attack scenarios).
 	go test ./deploy/demo -run TestConfigurationReferenceIsCurrent -count=1 -update
+	cd e2e && go test ./attacks/catalogue -run TestCatalogueDoc -count=1 -update
 
 .PHONY: docs-check
 docs-check: ## Fail when generated docs are stale.
 	go test ./deploy/demo -run TestConfigurationReferenceIsCurrent -count=1
+	cd e2e && go test ./attacks/catalogue -run TestCatalogueDoc -count=1
 
 .PHONY: bench
 bench: ## Hot-path benchmarks: token verification, PDP decisions, token issuance.
