@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -325,11 +326,50 @@ func TestRegisterFlagsDefaults(t *testing.T) {
 
 func TestRunStopsWithContext(t *testing.T) {
 	t.Parallel()
+	// A port of our own, so the test can tell when the PDP is up: the
+	// context must end while it serves, not while it still compiles its
+	// bundle (which takes a while under -race on a busy machine).
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	cfg := testConfig()
-	cfg.HTTPAddr = "127.0.0.1:0"
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	cfg.HTTPAddr = addr
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	if err := app.Run(ctx, cfg, slog.New(slog.DiscardHandler)); err != nil {
-		t.Errorf("Run = %v, want nil after the context ends", err)
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg, slog.New(slog.DiscardHandler)) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned before it was ready: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the PDP did not become ready within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil after the context ends", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return within 15s of the context ending")
 	}
 }
