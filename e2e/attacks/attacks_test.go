@@ -88,10 +88,18 @@ func check(t *testing.T, want catalogue.Outcome, resp *catalogue.Response) {
 	}
 	if want.OAuthError != "" {
 		var oe struct {
-			Error string `json:"error"`
+			Error       string `json:"error"`
+			ReasonCode  string `json:"reason_code"`
+			AccessToken string `json:"access_token"`
 		}
 		if err := json.Unmarshal(resp.Body, &oe); err != nil || oe.Error != want.OAuthError {
 			t.Errorf("OAuth error %q (%v), want %q; body %.300s", oe.Error, err, want.OAuthError, redact(resp.Body))
+		}
+		if want.Reason != "" && oe.ReasonCode != want.Reason {
+			t.Errorf("reason_code %q, want %q", oe.ReasonCode, want.Reason)
+		}
+		if oe.AccessToken != "" {
+			t.Error("a refusal issued an access token")
 		}
 		return
 	}

@@ -24,12 +24,13 @@ const (
 	TokenMisuse  Category = "token misuse"
 	OAuthFlow    Category = "OAuth flow"
 	AuthzBypass  Category = "authorization bypass"
+	Delegation   Category = "delegation and step-up abuse"
 	Availability Category = "availability"
 )
 
 // Categories lists the categories in the page's order.
 func Categories() []Category {
-	return []Category{TokenForgery, TokenMisuse, OAuthFlow, AuthzBypass, Availability}
+	return []Category{TokenForgery, TokenMisuse, OAuthFlow, AuthzBypass, Delegation, Availability}
 }
 
 // Outcome is what the stack must answer.
@@ -40,7 +41,8 @@ type Outcome struct {
 	// Connect error (the HTTP server's own 431).
 	Code string
 	// Reason is the google.rpc.ErrorInfo reason code; empty only with an
-	// empty Code.
+	// empty Code. With OAuthError, when set, it is the issuer's
+	// "reason_code" of a refusal by policy.
 	Reason string
 	// Challenge, when set, must be contained in the WWW-Authenticate header.
 	Challenge string
@@ -114,6 +116,7 @@ func Scenarios() []Scenario {
 	all = append(all, misuse()...)
 	all = append(all, oauthFlow()...)
 	all = append(all, bypass()...)
+	all = append(all, delegation()...)
 	all = append(all, availability()...)
 	return all
 }

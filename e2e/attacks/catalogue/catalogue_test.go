@@ -50,8 +50,9 @@ func TestCatalogueIsComplete(t *testing.T) {
 			t.Errorf("scenario %q: unknown category %q", s.Name, s.Category)
 		case s.Send == nil:
 			t.Errorf("scenario %q: no Send", s.Name)
-		case s.Expect.Status == 0 || (s.Expect.Code == "") != (s.Expect.Reason == ""):
-			t.Errorf("scenario %q: outcome %+v needs a status, and a reason exactly with a Connect code", s.Name, s.Expect)
+		case s.Expect.Status == 0 || (s.Expect.Code != "" && s.Expect.Reason == "") ||
+			(s.Expect.Reason != "" && s.Expect.Code == "" && s.Expect.OAuthError == ""):
+			t.Errorf("scenario %q: outcome %+v needs a status, and a reason exactly with a Connect code (or with an OAuth error)", s.Name, s.Expect)
 		case s.Expect.Status < 300 && (s.Verify == nil || s.Verify.Name == "" || s.Verify.Check == nil):
 			t.Errorf("scenario %q: an accepted attack needs a Verify that it achieved nothing", s.Name)
 		case s.State != nil && (s.State.Name == "" || s.State.Read == nil):

@@ -2,7 +2,10 @@ package catalogue
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -49,6 +52,39 @@ func Controls() []Scenario {
 					return nil, err
 				}
 				return t.do(ctx, call{procedure: getInvoice, bearer: tok.AccessToken, body: getBody(globexInvoice)})
+			}},
+		{Name: "support-export's delegated token for bob lists acme's invoices",
+			Request: "ListInvoices with support-export's honest delegation of bob's access token (scope invoice:read)", Expect: ok,
+			Send: func(ctx context.Context, t *Target) (*Response, error) {
+				tok, err := t.delegated(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return t.do(ctx, call{procedure: listInvoices, bearer: tok})
+			}},
+		{Name: "sam's impersonation of bob with a stated ticket is issued",
+			Request: "the impersonation request of the impersonation scenarios, unedited (the token is revoked at once)", Expect: ok,
+			Send: func(ctx context.Context, t *Target) (*Response, error) {
+				resp, err := t.impersonate(ctx, nil)
+				if err != nil || resp.Status != http.StatusOK {
+					return resp, err
+				}
+				// A live impersonation token is not left behind.
+				var issued struct {
+					AccessToken string `json:"access_token"`
+				}
+				if err := json.Unmarshal(resp.Body, &issued); err != nil || issued.AccessToken == "" {
+					return resp, fmt.Errorf("impersonation answer without an access token: %v", err)
+				}
+				revoked, err := t.issuerForm(ctx, "/oauth2/revoke", "support-console", "support-console-secret",
+					url.Values{"token": {issued.AccessToken}, "token_type_hint": {"access_token"}})
+				if err != nil {
+					return resp, err
+				}
+				if revoked.Status != http.StatusOK {
+					return resp, fmt.Errorf("revoking the impersonation token: %d", revoked.Status)
+				}
+				return resp, nil
 			}},
 		{Name: "billing-bot creates with a clean body", Request: "CreateInvoice with billing-bot's token", Expect: ok,
 			Send: func(ctx context.Context, t *Target) (*Response, error) {

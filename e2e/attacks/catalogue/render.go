@@ -19,9 +19,10 @@ edit by hand. The suite ` + "`e2e/attacks`" + ` sends every scenario to the cont
 stack (through the gateway; the OAuth flow scenarios to the issuer) and
 requires exactly the outcome below: the HTTP status, the Connect error code
 and ` + "`google.rpc.ErrorInfo`" + ` reason code (see
-[reason codes](../reference/reason-codes.md)) or the RFC 6749 error code, and
-where the request tries to change something, that it is the same before and
-after. Where the stack accepts the request, the suite checks that the attack
+[reason codes](../reference/reason-codes.md)) or the RFC 6749 error code
+(with the issuer's ` + "`reason_code`" + ` where a token exchange is refused by
+policy), and where the request tries to change something, that it is the same
+before and after. Where the stack accepts the request, the suite checks that the attack
 achieved nothing. No answer may echo the token that was sent. Genuine
 requests of the same clients, users and procedures (the suite's controls)
 must succeed first, so a refusal below comes from the attack.

@@ -24,17 +24,42 @@ const issuerID = "http://issuer:8080"
 // the sign-in stops at the redirect and reads the code from it.
 const callbackURL = "http://127.0.0.1:49152/callback"
 
-// user is a demo user (DESIGN.md's demo seed).
+// user is a demo user (DESIGN.md's demo seed) and the client they sign in
+// through (nil: invoice-web, webConfig).
 type user struct {
 	name, password, totpSecret string
+	client                     func() *oauth2.Config
 }
 
 var (
-	bob   = user{"bob", "bob-demo-password", ""}
-	carol = user{"carol", "carol-demo-password", "JBSWY3DPEHPK3PXPCAROL234"}
+	bob   = user{"bob", "bob-demo-password", "", nil}
+	carol = user{"carol", "carol-demo-password", "JBSWY3DPEHPK3PXPCAROL234", nil}
+	// sam is acme's support agent, signed in through support-console.
+	sam = user{"sam", "sam-demo-password", "JBSWY3DPEHPK3PXPSAM23456", consoleConfig}
 )
 
-// userTokens signs u in at the issuer's pages as invoice-web (code flow with
+// config is the client u signs in through.
+func (u user) config() *oauth2.Config {
+	if u.client == nil {
+		return webConfig()
+	}
+	return u.client()
+}
+
+// consoleConfig is support-console, a confidential client (HTTP Basic at
+// the token endpoint) with the support scopes.
+func consoleConfig() *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     "support-console",
+		ClientSecret: "support-console-secret",
+		RedirectURL:  "http://127.0.0.1/callback",
+		Scopes:       []string{"openid", "support:read", "support:impersonate", "invoice:read"},
+		Endpoint: oauth2.Endpoint{AuthURL: issuerID + "/oauth2/authorize", TokenURL: issuerID + "/oauth2/token",
+			AuthStyle: oauth2.AuthStyleInHeader},
+	}
+}
+
+// userTokens signs u in at the issuer's pages through u's client (code flow with
 // PKCE S256, consent allowed) and returns the token response, with its
 // refresh and ID tokens. A sign-in is made once per user and Target: a TOTP
 // code is accepted once per time step.
@@ -73,10 +98,10 @@ func (t *Target) signIn(ctx context.Context, u user) (*oauth2.Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	return webConfig().Exchange(context.WithValue(ctx, oauth2.HTTPClient, t.HTTP), code, oauth2.VerifierOption(verifier))
+	return u.config().Exchange(context.WithValue(ctx, oauth2.HTTPClient, t.HTTP), code, oauth2.VerifierOption(verifier))
 }
 
-// signInCode signs u in as invoice-web and returns the authorization code
+// signInCode signs u in through u's client and returns the authorization code
 // and its PKCE verifier, the code not yet exchanged.
 func (t *Target) signInCode(ctx context.Context, u user) (code, verifier string, err error) {
 	jar, err := cookiejar.New(nil)
@@ -87,7 +112,7 @@ func (t *Target) signInCode(ctx context.Context, u user) (code, verifier string,
 	client.Jar = jar
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	verifier, state := oauth2.GenerateVerifier(), rand.Text()
-	authURL := webConfig().AuthCodeURL(state, oauth2.S256ChallengeOption(verifier),
+	authURL := u.config().AuthCodeURL(state, oauth2.S256ChallengeOption(verifier),
 		oauth2.SetAuthURLParam("prompt", "consent"), oauth2.SetAuthURLParam("nonce", rand.Text()))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
 	if err != nil {
