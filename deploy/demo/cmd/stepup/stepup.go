@@ -126,28 +126,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // approve wires the real authorizer and gateway client and runs the dance.
-func approve(ctx context.Context, cfg config, out io.Writer) (err error) {
+func approve(ctx context.Context, cfg config, out io.Writer) error {
 	httpClient := &http.Client{Timeout: callTimeout}
-	callback, err := signin.Listen(ctx, cfg.port)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		err = errors.Join(err, callback.Close(shutdownCtx))
-	}()
 	var open func(string) error
 	if cfg.open {
 		open = signin.XDGOpen
 	}
 	client := signin.Client{ID: cfg.clientID, Scopes: cfg.scopes}
-	auth, err := signin.NewAuthorizer(oidc.ClientContext(ctx, httpClient), cfg.issuer, client, callback, out, open)
-	if err != nil {
-		return err
-	}
 	invoices := invoicev1connect.NewInvoiceServiceClient(httpClient, strings.TrimSuffix(cfg.gateway, "/"))
-	inv, err := approveWithStepUp(ctx, out, auth, invoices, cfg.invoiceID, time.Now)
+	var inv *invoicev1.Invoice
+	err := signin.WithLoopback(ctx, cfg.port, func(callback *signin.Loopback) error {
+		auth, err := signin.NewAuthorizer(oidc.ClientContext(ctx, httpClient), cfg.issuer, client, callback, out, open)
+		if err != nil {
+			return err
+		}
+		inv, err = approveWithStepUp(ctx, out, auth, invoices, cfg.invoiceID, time.Now)
+		return err
+	})
 	if err != nil {
 		return err
 	}

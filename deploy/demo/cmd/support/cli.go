@@ -265,28 +265,25 @@ func execute(ctx context.Context, cfg config, p process, secret string) error {
 }
 
 // signIn runs one browser sign-in to client on a loopback redirect URI.
-func signIn(ctx context.Context, cfg config, p process, httpClient *http.Client, client signin.Client) (_ signin.Result, err error) {
+func signIn(ctx context.Context, cfg config, p process, httpClient *http.Client, client signin.Client) (signin.Result, error) {
 	progress(p.stderr, "signing in to %s (scopes %s)", client.ID, strings.Join(client.Scopes, " "))
-	callback, err := signin.Listen(ctx, cfg.port)
-	if err != nil {
-		return signin.Result{}, err
-	}
-	defer func() {
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		err = errors.Join(err, callback.Close(shutdownCtx))
-	}()
 	var open func(string) error
 	if cfg.open {
 		open = p.browse
 	}
-	auth, err := signin.NewAuthorizer(oidc.ClientContext(ctx, httpClient), cfg.issuer, client, callback, p.stderr, open)
+	var res signin.Result
+	err := signin.WithLoopback(ctx, cfg.port, func(callback *signin.Loopback) error {
+		auth, err := signin.NewAuthorizer(oidc.ClientContext(ctx, httpClient), cfg.issuer, client, callback, p.stderr, open)
+		if err != nil {
+			return err
+		}
+		if res, err = auth.Authorize(ctx, signin.Request{}); err != nil {
+			return fmt.Errorf("sign in to %s: %w", client.ID, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return signin.Result{}, err
-	}
-	res, err := auth.Authorize(ctx, signin.Request{})
-	if err != nil {
-		return signin.Result{}, fmt.Errorf("sign in to %s: %w", client.ID, err)
 	}
 	progress(p.stderr, "signed in as %s (acr %q)", res.Subject, res.ACR)
 	return res, nil

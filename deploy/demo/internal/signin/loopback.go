@@ -120,3 +120,22 @@ func page(id, text string) string {
 func (l *Loopback) Close(ctx context.Context) error {
 	return l.server.Shutdown(ctx)
 }
+
+// closeTimeout bounds the receiver's shutdown in WithLoopback.
+const closeTimeout = 5 * time.Second
+
+// WithLoopback listens on port (0: any), runs f with the receiver, and
+// stops the receiver when f returns, also when ctx has ended; the error
+// joins f's and the shutdown's.
+func WithLoopback(ctx context.Context, port int, f func(*Loopback) error) (err error) {
+	l, err := Listen(ctx, port)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+		defer cancel()
+		err = errors.Join(err, l.Close(shutdownCtx))
+	}()
+	return f(l)
+}
