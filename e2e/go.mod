@@ -6,11 +6,14 @@ require (
 	connectrpc.com/connect v1.21.1
 	github.com/chromedp/chromedp v0.23.0
 	github.com/coreos/go-oidc/v3 v3.21.0
+	github.com/gatehouse/gatehouse/libs/accesstoken v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/enforce v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/libs/postgres v0.0.0-00010101000000-000000000000
 	github.com/gatehouse/gatehouse/proto v0.0.0-00010101000000-000000000000
+	github.com/gatehouse/gatehouse/services/gateway v0.0.0-00010101000000-000000000000
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/moby/moby/client v0.6.2
 	github.com/pquerna/otp v1.5.0
 	github.com/testcontainers/testcontainers-go v0.45.0
 	golang.org/x/net v0.62.0
@@ -41,7 +44,8 @@ require (
 	github.com/docker/go-units v0.5.0 // indirect
 	github.com/ebitengine/purego v0.10.1 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
-	github.com/gatehouse/gatehouse/libs/accesstoken v0.0.0-00010101000000-000000000000 // indirect
+	github.com/gatehouse/gatehouse/libs/revocation v0.0.0-00010101000000-000000000000 // indirect
+	github.com/gatehouse/gatehouse/libs/serve v0.0.0-00010101000000-000000000000 // indirect
 	github.com/gatehouse/gatehouse/libs/telemetry v0.0.0-00010101000000-000000000000 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -49,6 +53,7 @@ require (
 	github.com/go-ole/go-ole v1.3.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.31.0 // indirect
+	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
@@ -59,7 +64,6 @@ require (
 	github.com/moby/docker-image-spec v1.3.1 // indirect
 	github.com/moby/go-archive v0.3.3 // indirect
 	github.com/moby/moby/api v1.56.1 // indirect
-	github.com/moby/moby/client v0.6.2 // indirect
 	github.com/moby/patternmatcher v0.6.1 // indirect
 	github.com/moby/sys/sequential v0.7.0 // indirect
 	github.com/moby/sys/user v0.4.1 // indirect
@@ -78,6 +82,7 @@ require (
 	github.com/sethvargo/go-retry v0.5.0 // indirect
 	github.com/shirou/gopsutil/v4 v4.26.6 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
+	github.com/sony/gobreaker/v2 v2.4.0 // indirect
 	github.com/stretchr/testify v1.12.1 // indirect
 	github.com/tklauser/go-sysconf v0.4.0 // indirect
 	github.com/tklauser/numcpus v0.12.0 // indirect
@@ -101,6 +106,7 @@ require (
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c // indirect
 	google.golang.org/grpc v1.85.0 // indirect
 )
@@ -109,6 +115,9 @@ replace (
 	github.com/gatehouse/gatehouse/libs/accesstoken => ../libs/accesstoken
 	github.com/gatehouse/gatehouse/libs/enforce => ../libs/enforce
 	github.com/gatehouse/gatehouse/libs/postgres => ../libs/postgres
+	github.com/gatehouse/gatehouse/libs/revocation => ../libs/revocation
+	github.com/gatehouse/gatehouse/libs/serve => ../libs/serve
 	github.com/gatehouse/gatehouse/libs/telemetry => ../libs/telemetry
 	github.com/gatehouse/gatehouse/proto => ../proto
+	github.com/gatehouse/gatehouse/services/gateway => ../services/gateway
 )

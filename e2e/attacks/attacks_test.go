@@ -16,7 +16,12 @@ import (
 // newTarget is the stack as the catalogue sees it, one for the package: it
 // keeps the users' sign-ins, and a TOTP user can sign in once per 30 s step.
 var newTarget = sync.OnceValue(func() *catalogue.Target {
-	return &catalogue.Target{GatewayURL: gh.GatewayURL, IssuerURL: gh.IssuerURL, HTTP: gh.HTTPClient(), TOTP: gh.TOTPCode}
+	pdp, err := gh.URL(context.Background(), "pdp")
+	if err != nil {
+		panic(err) // the stack is up: its PDP has a published port
+	}
+	return &catalogue.Target{GatewayURL: gh.GatewayURL, IssuerURL: gh.IssuerURL, PDPURL: pdp, HTTP: gh.HTTPClient(),
+		TOTP: gh.TOTPCode, IssuerKey: gh.IssuerSigningKey}
 })
 
 // TestControls runs the genuine twins of the attacks first: each must

@@ -8,6 +8,7 @@ package stack
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -51,6 +52,9 @@ type Stack struct {
 	// totpMu guards totpSteps: the last TOTP step handed out per secret.
 	totpMu    sync.Mutex
 	totpSteps map[string]int64
+
+	// kek is the issuer's key-encryption key (see IssuerSigningKey).
+	kek []byte
 
 	// IssuerURL and GatewayURL are reachable from the host.
 	IssuerURL  string
@@ -116,7 +120,9 @@ func Start(ctx context.Context, opts ...Option) (s *Stack, err error) {
 		containers: map[string]*testcontainers.DockerContainer{},
 		ports:      map[string]string{},
 		totpSteps:  map[string]int64{},
+		kek:        make([]byte, kekSize),
 	}
+	_, _ = rand.Read(s.kek)
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Terminate(context.WithoutCancel(ctx)))
@@ -157,6 +163,14 @@ func Start(ctx context.Context, opts ...Option) (s *Stack, err error) {
 			"GATEHOUSE_ISSUER_ISSUER":       IssuerID,
 			"GATEHOUSE_ISSUER_DATABASE_URL": dsn("issuer"),
 			"GATEHOUSE_ISSUER_PDP_URL":      "http://pdp:8081",
+			// A key-encryption key of the stack's own, as in production
+			// (the demo would make up one), so that the attack suite can
+			// sign with the issuer's real key (IssuerSigningKey).
+			"GATEHOUSE_ISSUER_KEY_ENCRYPTION_KEY_FILE": kekPath,
+		}, opts: []testcontainers.ContainerCustomizer{
+			testcontainers.WithFiles(testcontainers.ContainerFile{
+				Reader: bytes.NewReader(s.kek), ContainerFilePath: kekPath, FileMode: 0o444,
+			}),
 		}},
 		{name: "pdp", image: "gatehouse/pdp:" + tag, port: "8081/tcp", env: pdpEnv(dsn("pdp"))},
 		// A second PDP replica on the same database: rollouts must reach

@@ -9,6 +9,7 @@ package catalogue
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"net/http"
 	"sync"
 
@@ -99,8 +100,15 @@ type Target struct {
 	IssuerURL  string
 	// HTTP reaches both (and http://issuer:8080, the issuer identifier).
 	HTTP *http.Client
+	// PDPURL is the PDP's base URL, reachable from the test: the
+	// DecisionService is not routed through the gateway.
+	PDPURL string
 	// TOTP returns a fresh code for a demo user's TOTP secret.
 	TOTP func(ctx context.Context, secret string) (string, error)
+	// IssuerKey returns the issuer's signing key that signs now and its
+	// kid, for tokens whose signature is genuine and only their claims
+	// are wrong.
+	IssuerKey func(ctx context.Context) (kid string, key *ecdsa.PrivateKey, err error)
 
 	// mu guards signedIn, the token responses of users signed in so far,
 	// and first, the honest tokens of the scenarios run so far.

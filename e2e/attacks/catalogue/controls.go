@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Controls are genuine requests of the clients, users and procedures the
@@ -93,6 +94,44 @@ func Controls() []Scenario {
 					return nil, err
 				}
 				return t.do(ctx, call{procedure: createInvoice, bearer: tok, body: strings.NewReader(createInvoiceBody)})
+			}},
+		{Name: "an issuer-signed copy of reporting-job's token lists acme's invoices",
+			Request: "ListInvoices with a reporting-job token re-signed by the issuer's key, claims unedited", Expect: ok,
+			Send: forged(issuerSigned(nil))},
+		{Name: "alice, signed in with MFA a minute ago, approves an invoice above the threshold",
+			Request: "ApproveInvoice, on an invoice of 20,000.00 EUR billing-bot has just created, with the stale auth_time scenario's token, `auth_time` one minute ago",
+			Expect:  ok,
+			Send: func(ctx context.Context, t *Target) (*Response, error) {
+				bot, err := t.billingBot(ctx)
+				if err != nil {
+					return nil, err
+				}
+				created, err := t.do(ctx, call{procedure: createInvoice, bearer: bot,
+					body: strings.NewReader(`{"customer":"Step-up Control Ltd","amountCents":"2000000","currency":"EUR"}`)})
+				if err != nil || created.Status != http.StatusOK {
+					return created, err
+				}
+				var inv struct {
+					Invoice struct {
+						ID string `json:"id"`
+					} `json:"invoice"`
+				}
+				if err := json.Unmarshal(created.Body, &inv); err != nil || inv.Invoice.ID == "" {
+					return created, fmt.Errorf("created invoice without an id: %v", err)
+				}
+				tok, err := t.userTokens(ctx, bob)
+				if err != nil {
+					return nil, err
+				}
+				j, err := parseJWT(tok.AccessToken)
+				if err != nil {
+					return nil, err
+				}
+				signed, err := t.resign(ctx, j, func(c map[string]any, now time.Time) { asAlice(c, now.Add(-time.Minute)) })
+				if err != nil {
+					return nil, err
+				}
+				return t.do(ctx, call{procedure: approveInvoice, bearer: signed, body: getBody(inv.Invoice.ID)})
 			}},
 	}
 }

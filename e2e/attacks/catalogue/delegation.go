@@ -222,6 +222,7 @@ func delegation() []Scenario {
 				}
 				return t.do(ctx, call{procedure: approveInvoice, bearer: forged, body: getBody(acmeInvoice)})
 			}},
+		staleAuthTime(),
 	}
 }
 

@@ -114,7 +114,7 @@ func forgery() []Scenario {
 }
 
 func misuse() []Scenario {
-	return []Scenario{
+	return append([]Scenario{
 		{Name: "wrong audience", Category: TokenMisuse, Reference: "RFC 8725 section 3.9; RFC 9068 section 4",
 			Request: "ListInvoices with policy-admin's client_credentials token (aud gatehouse-pdp, scope policy:admin)",
 			Expect:  invalidToken,
@@ -222,7 +222,7 @@ func misuse() []Scenario {
 			Send: func(ctx context.Context, t *Target) (*Response, error) {
 				return t.do(ctx, call{procedure: listInvoices, bearer: "eyJ" + strings.Repeat("A", 9<<10)})
 			}},
-	}
+	}, claimsMisuse()...)
 }
 
 func oauthFlow() []Scenario {

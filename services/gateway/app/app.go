@@ -166,9 +166,37 @@ type App struct {
 	stop func()
 }
 
+// TokenVerifier verifies a raw access token: an *accesstoken.Verifier, or
+// what WithTokenVerifier makes of one.
+type TokenVerifier = tokencache.Verifier
+
+// Option changes how New wires the gateway.
+type Option func(*options)
+
+type options struct {
+	verifier func(accesstoken.Config) (TokenVerifier, error)
+}
+
+// WithTokenVerifier makes New verify tokens with what newVerifier returns for the
+// verifier configuration the gateway would use, instead of an
+// *accesstoken.Verifier of that configuration. It exists for one test: the
+// e2e attack suite builds a gateway whose verifier skips a check, to prove
+// that the suite catches such a build (e2e/attacks
+// TestBrokenVerifierFailsTheSuite). The gateway's main never uses it.
+func WithTokenVerifier(newVerifier func(accesstoken.Config) (TokenVerifier, error)) Option {
+	return func(o *options) { o.verifier = newVerifier }
+}
+
 // New builds the gateway from cfg and starts following the revocation
 // feed; Close stops it.
-func New(ctx context.Context, cfg Config, logger *slog.Logger) (*App, error) {
+func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (*App, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.verifier == nil {
+		o.verifier = func(c accesstoken.Config) (TokenVerifier, error) { return accesstoken.NewVerifier(c) }
+	}
 	if cfg.Telemetry.ServiceName == "" {
 		cfg.Telemetry.ServiceName = "gateway"
 	}
@@ -195,7 +223,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := build(ctx, cfg, logger, tel, upstreams)
+	a, err := build(ctx, cfg, logger, tel, upstreams, o.verifier)
 	if err != nil {
 		return nil, errors.Join(err, tel.Shutdown(ctx))
 	}
@@ -243,7 +271,9 @@ func (c *Config) validateJWKS() []error {
 	return errs
 }
 
-func build(ctx context.Context, cfg Config, logger *slog.Logger, tel *telemetry.Telemetry, upstreams map[string]*url.URL) (*App, error) {
+func build(ctx context.Context, cfg Config, logger *slog.Logger, tel *telemetry.Telemetry, upstreams map[string]*url.URL,
+	newVerifier func(accesstoken.Config) (TokenVerifier, error),
+) (*App, error) {
 	meter := tel.MeterProvider().Meter("gateway")
 	jwks, err := accesstoken.NewJWKS(accesstoken.JWKSConfig{
 		URL:                cfg.JWKSURL,
@@ -254,7 +284,7 @@ func build(ctx context.Context, cfg Config, logger *slog.Logger, tel *telemetry.
 	if err != nil {
 		return nil, err
 	}
-	verifier, err := accesstoken.NewVerifier(accesstoken.Config{Issuer: cfg.Issuer, Audience: cfg.Audience, Keys: jwks})
+	verifier, err := newVerifier(accesstoken.Config{Issuer: cfg.Issuer, Audience: cfg.Audience, Keys: jwks})
 	if err != nil {
 		return nil, err
 	}
