@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/protobuf/proto"
 
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/bundle"
@@ -66,7 +67,11 @@ type item struct {
 	// opaPrefix and opaSuffix enclose the JSON string of the context time
 	// in the OPA request body {"input": <what the PDP's policy sees>}.
 	opaPrefix, opaSuffix []byte
-	want                 answer
+	// pdpPrefix is the item's CheckRequest without its context, in the
+	// protobuf binary encoding: a Check body is it followed by the
+	// encoded context (see appendPDPBody).
+	pdpPrefix []byte
+	want      answer
 }
 
 // workload is the fixed question set every worker cycles through, with
@@ -112,9 +117,13 @@ func newWorkload(ctx context.Context, src bundleSource, seed uint64, n int, now 
 			return nil, fmt.Errorf("request %d: %w", i, err)
 		}
 		m := toProto(req)
+		pdpPrefix, err := proto.Marshal(&authzv1.CheckRequest{Principal: m.GetPrincipal(), Action: m.GetAction(), Resource: m.GetResource()})
+		if err != nil {
+			return nil, fmt.Errorf("request %d: %w", i, err)
+		}
 		w.items[i] = item{
 			principal: m.GetPrincipal(), action: m.GetAction(), resource: m.GetResource(), sourceIP: m.GetContext().GetSourceIp(),
-			opaPrefix: prefix, opaSuffix: suffix,
+			opaPrefix: prefix, opaSuffix: suffix, pdpPrefix: pdpPrefix,
 			want: answerOf(d),
 		}
 	}
@@ -151,6 +160,16 @@ func (it *item) appendOPABody(dst []byte, t time.Time) []byte {
 	dst = t.UTC().Truncate(time.Second).AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, '"')
 	return append(dst, it.opaSuffix...)
+}
+
+// appendPDPBody appends the item's Check request body, as a caller sends it
+// at t under request id id, in the protobuf binary encoding: the fields
+// encoded once, then the context. Concatenated encodings decode as one
+// message with the fields of both (protobuf's merge), so the server reads
+// exactly checkRequest(id, t).
+func (it *item) appendPDPBody(dst []byte, id string, t time.Time) ([]byte, error) {
+	dst = append(dst, it.pdpPrefix...)
+	return proto.MarshalOptions{}.MarshalAppend(dst, &authzv1.CheckRequest{Context: contextAt(id, t, it.sourceIP)})
 }
 
 // checkRequest returns the item's CheckRequest as a caller sends it at t under
