@@ -479,3 +479,100 @@ func loadClient() *http.Client {
 	transport.MaxIdleConnsPerHost = 4 * (reuseWorkers + freshWorkers)
 	return &http.Client{Transport: transport, Timeout: 10 * time.Second}
 }
+
+// TestRetiredKeyIsRefusedOnceExpired: a token signed by a key the issuer
+// has retired verifies while the key is still published (its tokens must
+// live out their lifetime), and is refused once the key has expired and
+// left the JWKS, however genuine its signature. The test rotates the
+// issuer's key, waits until the old one is retired, and signs tokens of
+// fresh claims with the old key's private half (read from the issuer's
+// database with the stack's key-encryption key): the same token body is
+// accepted before the expiry and refused after, so the refusal comes from
+// the key alone. Expiry waits -max-token-lifetime plus a minute after
+// retirement; the test brings the retired key's expire_at forward to now
+// in the issuer's database instead, as the issuer's clock would after that
+// wait: the issuer deletes it and drops it from the JWKS at its next
+// refresh, and a verifier drops it once its cached set is older than its
+// -jwks-max-age.
+func TestRetiredKeyIsRefusedOnceExpired(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	client := loadClient()
+	tokens := clientcredentials.Config{
+		ClientID: "reporting-job", ClientSecret: "reporting-job-secret",
+		TokenURL: gh.IssuerURL + "/oauth2/token", Scopes: []string{"invoice:read"}, AuthStyle: oauth2.AuthStyleInHeader,
+	}
+	genuine, err := tokens.Token(context.WithValue(ctx, oauth2.HTTPClient, client))
+	if err != nil {
+		t.Fatalf("token: %v", err)
+	}
+	newKid, err := kidOf(genuine.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// TestSigningKeyRotationUnderLoad, just before, rotated and left the
+	// old key retired; the issuer allows one rotation a minute through its
+	// API, so this test rotates only when run alone.
+	oldKid, found, err := retiredKid(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		oldKid = newKid
+		var activateAt time.Time
+		if newKid, activateAt, err = rotate(ctx, client); err != nil {
+			t.Fatal(err)
+		}
+		// The old key retires when the new one activates.
+		if err := waitFor(ctx, "the new key to sign", func() bool { return time.Now().After(activateAt.Add(issuerKeyRefresh)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldKey, err := gh.IssuerKey(ctx, oldKid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state, err := keyState(ctx, oldKid); err != nil || state != "retired" {
+		t.Fatalf("the old key %s is %q (%v), want retired", oldKid, state, err)
+	}
+
+	// Retired and still published: a token it signs now verifies.
+	if status, err := listWith(ctx, client, resigned(t, genuine.AccessToken, oldKid, oldKey)); err != nil || status != http.StatusOK {
+		t.Fatalf("a token signed by the retired, still published key: %d (%v), want 200", status, err)
+	}
+
+	if err := expireNow(ctx, oldKid); err != nil {
+		t.Fatal(err)
+	}
+	expiredAt := time.Now()
+	if err := waitFor(ctx, "the expired key to leave the JWKS", func() bool {
+		kids, err := readJWKS(ctx, client)
+		return err == nil && !kids[oldKid] && kids[newKid]
+	}); err != nil {
+		t.Fatal(err)
+	}
+	left := time.Since(expiredAt)
+	// Every verifier refreshes its set within its cache age of the key
+	// leaving it; from then on, the same kind of token, signed anew, is
+	// refused. Until then it may pass: the bound is what is asserted.
+	bound := verifierKeyCacheAge + 2*time.Second
+	var status int
+	for deadline := time.Now().Add(bound); ; {
+		if status, err = listWith(ctx, client, resigned(t, genuine.AccessToken, oldKid, oldKey)); err != nil {
+			t.Fatal(err)
+		}
+		if status == http.StatusUnauthorized || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	refusedAfter := time.Since(expiredAt) - left
+	if status != http.StatusUnauthorized {
+		t.Errorf("a token signed by the expired key: %d %s after it left the JWKS, want 401 within %s", status, refusedAfter.Round(time.Millisecond), bound)
+	}
+	// The new key's tokens still pass: nothing else changed.
+	if status, err := listWith(ctx, client, resigned(t, genuine.AccessToken, newKid, nil)); err != nil || status != http.StatusOK {
+		t.Errorf("a fresh token of the new key: %d (%v), want 200", status, err)
+	}
+	t.Logf("old key %s left the JWKS %s after its expiry; its tokens were refused %s after that", oldKid, left.Round(time.Millisecond), refusedAfter.Round(time.Millisecond))
+}

@@ -37,28 +37,54 @@ const (
 // signature the verifier would refuse them for the signature alone, and a
 // missing claim check would go unnoticed.
 func (s *Stack) IssuerSigningKey(ctx context.Context) (kid string, key *ecdsa.PrivateKey, err error) {
+	err = s.withIssuerDB(ctx, func(conn *pgx.Conn) error {
+		var sealed []byte
+		err := conn.QueryRow(ctx, `
+			SELECT kid, sealed_key FROM signing_keys
+			WHERE activate_at <= now() AND (retire_at IS NULL OR retire_at > now())
+			ORDER BY activate_at DESC LIMIT 1`).Scan(&kid, &sealed)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errors.New("issuer database: no signing key is active")
+		}
+		if err != nil {
+			return fmt.Errorf("issuer database: signing key: %w", err)
+		}
+		key, err = s.openSigningKey(kid, sealed)
+		return err
+	})
+	return kid, key, err
+}
+
+// IssuerKey returns the private key of the issuer's stored signing key kid,
+// whatever its state, while the issuer still stores it.
+func (s *Stack) IssuerKey(ctx context.Context, kid string) (key *ecdsa.PrivateKey, err error) {
+	err = s.withIssuerDB(ctx, func(conn *pgx.Conn) error {
+		var sealed []byte
+		err := conn.QueryRow(ctx, `SELECT sealed_key FROM signing_keys WHERE kid = $1`, kid).Scan(&sealed)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("issuer database: no signing key %s", kid)
+		}
+		if err != nil {
+			return fmt.Errorf("issuer database: signing key %s: %w", kid, err)
+		}
+		key, err = s.openSigningKey(kid, sealed)
+		return err
+	})
+	return key, err
+}
+
+// withIssuerDB runs f on a connection to the issuer's database.
+func (s *Stack) withIssuerDB(ctx context.Context, f func(*pgx.Conn) error) error {
 	dsn, err := s.DatabaseURL(ctx, "issuer")
 	if err != nil {
-		return "", nil, err
+		return err
 	}
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return "", nil, fmt.Errorf("issuer database: %w", err)
+		return fmt.Errorf("issuer database: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // a read-only session
-	var sealed []byte
-	err = conn.QueryRow(ctx, `
-		SELECT kid, sealed_key FROM signing_keys
-		WHERE activate_at <= now() AND (retire_at IS NULL OR retire_at > now())
-		ORDER BY activate_at DESC LIMIT 1`).Scan(&kid, &sealed)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil, errors.New("issuer database: no signing key is active")
-	}
-	if err != nil {
-		return "", nil, fmt.Errorf("issuer database: signing key: %w", err)
-	}
-	key, err = s.openSigningKey(kid, sealed)
-	return kid, key, err
+	return f(conn)
 }
 
 // openSigningKey opens a sealed signing key (see sealVersion).
