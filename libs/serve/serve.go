@@ -6,29 +6,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
 // Limits every Gatehouse server applies, whatever sits behind it.
 const (
 	readHeaderTimeout = 5 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
-	shutdownTimeout   = 10 * time.Second
+	// BodyTimeout bounds how long a client may take to send a request's
+	// body, counted from the end of its headers. Without it, a client that
+	// sends a declared body a byte at a time holds a connection and a
+	// goroutine for as long as it likes: even a request refused before its
+	// body is read waits for the body, since the server reads what is
+	// left of it before answering.
+	BodyTimeout     = 10 * time.Second
+	idleTimeout     = 120 * time.Second
+	maxHeaderBytes  = 64 << 10
+	shutdownTimeout = 10 * time.Second
 )
 
 // NewServer returns an http.Server for h that speaks HTTP/1.1 and cleartext
 // HTTP/2 (so gRPC clients work without TLS inside the deployment), with
-// header-size and slow-client limits set.
+// header-size and slow-client limits set: headers within 5 s, a body
+// within BodyTimeout.
 func NewServer(h http.Handler) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Handler:           h,
+		Handler:           WithBodyDeadline(h, BodyTimeout),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -126,4 +136,42 @@ func writeStatus(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write([]byte(body + "\n"))
+}
+
+// WithBodyDeadline gives every request d to deliver its body: a read
+// deadline on the request's connection (its stream, over HTTP/2), lifted
+// once the body has been read to its end, so that a long response, or a
+// stream the server keeps open, is not cut off by it. Unlike
+// http.Server.ReadTimeout, which stays in force over HTTP/1.1 until the
+// response is written and cancels whatever is still running then.
+func WithBodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(d)); err != nil {
+			// A writer without deadlines (a test recorder): nothing to bound.
+			h.ServeHTTP(w, r)
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts its read deadline at the end of the body.
+type deadlineBody struct {
+	io.ReadCloser
+	once sync.Once
+	lift func()
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.once.Do(b.lift)
+	}
+	return n, err
 }

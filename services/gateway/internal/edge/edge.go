@@ -9,12 +9,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -204,10 +206,40 @@ func (h *Handler) newProxy(target *url.URL) *httputil.ReverseProxy {
 				h.writeError(w, r, h.bodyTooLarge(r.Context()))
 				return
 			}
+			// The client's fault, not the upstream's: its body broke off or
+			// did not arrive within the server's body deadline
+			// (libs/serve).
+			if body, ok := r.Context().Value(clientBodyKey{}).(*clientBody); ok && body.failed.Load() {
+				h.writeError(w, r, enforce.Error(r.Context(), connect.CodeInvalidArgument, reason.InvalidRequest,
+					"the request body was not received in full in time"))
+				return
+			}
 			h.cfg.Logger.WarnContext(r.Context(), "upstream failed", slog.String("path", r.URL.Path), slog.Any("error", err))
 			h.writeError(w, r, enforce.Unavailable(r.Context(), reason.UpstreamUnavailable))
 		},
 	}
+}
+
+// clientBody remembers whether reading the client's request body failed,
+// so that the proxy's error handler tells the client's fault from the
+// upstream's: when the body breaks off, the transport may report the
+// request's cancellation rather than the read error.
+type clientBody struct {
+	io.ReadCloser
+	failed atomic.Bool
+}
+
+// clientBodyKey is the context key of the request's *clientBody: the
+// proxy hands its error handler the outgoing request, whose body may not
+// be ours.
+type clientBodyKey struct{}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.failed.Store(true)
+	}
+	return n, err
 }
 
 // ServeHTTP implements http.Handler.
@@ -305,8 +337,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	r = r.WithContext(withRequestID(enforce.WithClaims(ctx, claims), requestID))
-	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	body := &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)}
+	r = r.WithContext(context.WithValue(withRequestID(enforce.WithClaims(ctx, claims), requestID), clientBodyKey{}, body))
+	r.Body = body
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	h.proxies[rt.Upstream].ServeHTTP(sw, r)
 	log.InfoContext(ctx, "request", slog.String("action", rt.Action), slog.String("reason_code", decision.ReasonCode),

@@ -1,10 +1,14 @@
 package edge_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"connectrpc.com/connect"
 
@@ -95,5 +99,26 @@ func TestStreamedBodyOverTheLimit(t *testing.T) {
 	}
 	if n := f.upstream.callCount(); n != 0 {
 		t.Fatalf("oversized body reached the handler (%d calls)", n)
+	}
+}
+
+// TestBrokenClientBodyIsTheClientsFault: a request body that breaks off
+// (the server's body deadline, libs/serve, passed; the client vanished)
+// is answered 400 invalid_request, not blamed on the upstream.
+func TestBrokenClientBodyIsTheClientsFault(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, allow, "")
+	body := io.MultiReader(strings.NewReader(`{"pageToken":"`), iotest.ErrReader(os.ErrDeadlineExceeded))
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/gatehouse.invoice.v1.InvoiceService/ListInvoices", body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+f.iss.Mint(t, nil, nil))
+	rec := httptest.NewRecorder()
+	f.gateway.Config.Handler.ServeHTTP(rec, req)
+	var got struct {
+		Code string `json:"code"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != http.StatusBadRequest || got.Code != "invalid_argument" ||
+		!strings.Contains(rec.Body.String(), reason.InvalidRequest) {
+		t.Fatalf("%d %s, want 400 invalid_argument %s", rec.Code, rec.Body, reason.InvalidRequest)
 	}
 }
