@@ -32,11 +32,12 @@ func TestControls(t *testing.T) {
 		t.Run(s.Name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
+			start := time.Now()
 			resp, err := s.Send(ctx, target)
 			if err != nil {
 				t.Fatalf("send: %v", err)
 			}
-			check(t, s.Expect, resp)
+			check(t, s.Expect, resp, time.Since(start))
 		})
 	}
 }
@@ -59,11 +60,12 @@ func TestAttackScenarios(t *testing.T) {
 					t.Fatalf("%s before: %v", s.State.Name, err)
 				}
 			}
+			start := time.Now()
 			resp, err := s.Send(ctx, target)
 			if err != nil {
 				t.Fatalf("send: %v", err)
 			}
-			check(t, s.Expect, resp)
+			check(t, s.Expect, resp, time.Since(start))
 			if s.Verify != nil && resp.Status == s.Expect.Status {
 				if err := s.Verify.Check(ctx, target, resp); err != nil {
 					t.Errorf("%s: %v", s.Verify.Name, err)
@@ -82,14 +84,39 @@ func TestAttackScenarios(t *testing.T) {
 	}
 }
 
-// check compares the answer with the expected outcome.
-func check(t *testing.T, want catalogue.Outcome, resp *catalogue.Response) {
+// check compares the answer with the expected outcome; took is how long
+// the attack took to get it (Send's run).
+func check(t *testing.T, want catalogue.Outcome, resp *catalogue.Response, took time.Duration) {
 	t.Helper()
 	if resp.Sent != "" && len(resp.Sent) > 16 && strings.Contains(string(resp.Body), resp.Sent) {
 		t.Error("the answer echoes the token")
 	}
+	if want.Dropped > 0 {
+		// A slow client's Send returns when the server closed the
+		// connection, or hangs up itself after the bound.
+		if took > want.Dropped {
+			t.Errorf("the server kept the connection open for %v, want it closed within %v", took.Round(time.Millisecond), want.Dropped)
+		}
+		if resp.Status != 0 && resp.Status != want.Status {
+			t.Errorf("the server answered %d before closing, want %d or no answer; body %.300s", resp.Status, want.Status, redact(resp.Body))
+		}
+		return
+	}
 	if resp.Status != want.Status {
 		t.Errorf("HTTP status %d, want %d; body %.300s", resp.Status, want.Status, redact(resp.Body))
+	}
+	loc := resp.Header.Get("Location")
+	if u, err := url.Parse(loc); err == nil && u.Query().Has("code") {
+		t.Errorf("the answer redirects with an authorization code: %s", redirectPath(loc))
+	}
+	if want.OAuthError != "" && want.Location != "" {
+		// The authorization endpoint's refusal: a redirect to the client
+		// with the error in its query (RFC 6749 section 4.1.2.1).
+		u, err := url.Parse(loc)
+		if err != nil || u.Path != want.Location || u.Query().Get("error") != want.OAuthError {
+			t.Errorf("Location %q, want an error redirect to %s with error %q", redirectPath(loc), want.Location, want.OAuthError)
+		}
+		return
 	}
 	if want.OAuthError != "" {
 		var oe struct {
@@ -113,11 +140,15 @@ func check(t *testing.T, want catalogue.Outcome, resp *catalogue.Response) {
 		if err := json.Unmarshal(resp.Body, &ce); err != nil {
 			t.Fatalf("the answer is not a Connect JSON error: %v: %.300s", err, redact(resp.Body))
 		}
-		if ce.Code != want.Code || ce.Reason() != want.Reason {
-			t.Errorf("Connect code %q reason %q, want %q and %q", ce.Code, ce.Reason(), want.Code, want.Reason)
+		reason := want.Reason
+		if reason == catalogue.NoErrorInfo {
+			reason = ""
+		}
+		if ce.Code != want.Code || ce.Reason() != reason {
+			t.Errorf("Connect code %q reason %q, want %q and %q", ce.Code, ce.Reason(), want.Code, reason)
 		}
 	}
-	if loc := resp.Header.Get("Location"); redirectPath(loc) != want.Location {
+	if redirectPath(loc) != want.Location {
 		t.Errorf("Location %q, want the path %q", loc, want.Location)
 	}
 	got := resp.Header.Get("WWW-Authenticate")

@@ -13,12 +13,19 @@ import (
 	"time"
 )
 
-// startTimeout bounds bringing the whole stack up.
-const startTimeout = 3 * time.Minute
+// startTimeout bounds bringing the whole stack up, logsTimeout reading
+// every container's output.
+const (
+	startTimeout = 3 * time.Minute
+	logsTimeout  = time.Minute
+)
 
 // Main is TestMain for a package whose tests run against one Stack: it starts
-// the stack, stores it in *s, runs the tests, prints every container's output
-// if a test failed, removes the stack and returns the exit code for os.Exit.
+// the stack, stores it in *s, runs the tests, scans every container's output
+// for tokens, secrets and passwords (logscan.go), prints that output,
+// redacted, if a test failed or the scan found one, removes the stack and
+// returns the exit code for os.Exit: a hit in the scan fails the run even
+// when every test passed.
 // If the stack cannot start, Main reports why and returns 1 without running
 // the tests: an e2e suite that cannot start fails, never skips.
 //
@@ -61,8 +68,18 @@ func Main(m *testing.M, s **Stack, opts ...Option) int {
 	}()
 
 	code := m.Run()
+	// The containers' output, once, for the scan and the post-mortem.
+	ctx, cancel = context.WithTimeout(context.Background(), logsTimeout)
+	logs, logsErr := st.Logs(ctx)
+	cancel()
+	scanner := newLogScanner(append(st.secrets(), envSecrets(opts)...))
+	report, clean := scanLogs(scanner, logs, logsErr)
+	fmt.Fprint(os.Stderr, report)
+	if !clean && code == 0 {
+		code = 1
+	}
 	if code != 0 {
-		dumpLogs(st)
+		dumpLogs(scanner, logs)
 	}
 	if err := terminate(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
@@ -72,13 +89,9 @@ func Main(m *testing.M, s **Stack, opts ...Option) int {
 }
 
 // dumpLogs prints every container's output, in a stable order, for the
-// post-mortem of a failed run.
-func dumpLogs(s *Stack) {
-	logs, err := s.Logs(context.Background())
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: logs: %v\n", err)
-	}
+// post-mortem of a failed run, with any credential in it redacted.
+func dumpLogs(scanner *logScanner, logs map[string][]byte) {
 	for _, name := range slices.Sorted(maps.Keys(logs)) {
-		fmt.Fprintf(os.Stderr, "===== %s =====\n%s\n", name, logs[name])
+		fmt.Fprintf(os.Stderr, "===== %s =====\n%s\n", name, scanner.redact(logs[name]))
 	}
 }

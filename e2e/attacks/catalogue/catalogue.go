@@ -10,8 +10,10 @@ package catalogue
 import (
 	"context"
 	"crypto/ecdsa"
+	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -48,12 +50,25 @@ type Outcome struct {
 	// Challenge, when set, must be contained in the WWW-Authenticate header.
 	Challenge string
 	// Location is the path the Location header must point to; empty, the
-	// answer must have no Location header (no redirect).
+	// answer must have no Location header (no redirect). No Location may
+	// carry an authorization code.
 	Location string
 	// OAuthError is the RFC 6749 error code of an answer of the issuer's
-	// OAuth endpoints (which answer in that form, not Connect's).
+	// OAuth endpoints (which answer in that form, not Connect's): in the
+	// JSON body, or, with Location, in the query of the error redirect to
+	// the client (RFC 6749 section 4.1.2.1).
 	OAuthError string
+	// Dropped, when set, is for an attack on the connection rather than a
+	// request (a slow client): the server must close the connection within
+	// Dropped of the attack's start, either without an answer or after
+	// one whose status is Status.
+	Dropped time.Duration
 }
+
+// NoErrorInfo is Outcome.Reason for a Connect error that must carry no
+// google.rpc.ErrorInfo: a refusal by the Connect library itself, before
+// any Gatehouse code runs (a body over a server's read limit).
+const NoErrorInfo = "(none)"
 
 // Scenario is one attack.
 type Scenario struct {
@@ -111,10 +126,34 @@ type Target struct {
 	IssuerKey func(ctx context.Context) (kid string, key *ecdsa.PrivateKey, err error)
 
 	// mu guards signedIn, the token responses of users signed in so far,
-	// and first, the honest tokens of the scenarios run so far.
+	// first, the honest tokens of the scenarios run so far, and observed,
+	// what a scenario's Send saw besides its answer, for its Verify.
 	mu       sync.Mutex
 	signedIn map[string]*oauth2.Token
 	first    map[string]firstTokens
+	observed map[string]any
+}
+
+// observe keeps what the scenario name's Send saw besides the answer, for
+// its Verify; keyed by scenario name, one run at a time.
+func (t *Target) observe(name string, v any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.observed == nil {
+		t.observed = map[string]any{}
+	}
+	t.observed[name] = v
+}
+
+// observation is what observe kept for name, as a T.
+func observation[T any](t *Target, name string) (T, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.observed[name].(T)
+	if !ok {
+		return v, fmt.Errorf("scenario %q: Send recorded nothing for its Verify", name)
+	}
+	return v, nil
 }
 
 // Scenarios returns the catalogue, in the page's order within each category.
@@ -123,8 +162,10 @@ func Scenarios() []Scenario {
 	all = append(all, forgery()...)
 	all = append(all, misuse()...)
 	all = append(all, oauthFlow()...)
+	all = append(all, authorization()...)
 	all = append(all, bypass()...)
 	all = append(all, delegation()...)
 	all = append(all, availability()...)
+	all = append(all, exhaustion()...)
 	return all
 }

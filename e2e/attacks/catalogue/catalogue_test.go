@@ -53,6 +53,8 @@ func TestCatalogueIsComplete(t *testing.T) {
 		case s.Expect.Status == 0 || (s.Expect.Code != "" && s.Expect.Reason == "") ||
 			(s.Expect.Reason != "" && s.Expect.Code == "" && s.Expect.OAuthError == ""):
 			t.Errorf("scenario %q: outcome %+v needs a status, and a reason exactly with a Connect code (or with an OAuth error)", s.Name, s.Expect)
+		case s.Expect.Dropped > 0 && (s.Expect.Code != "" || s.Expect.OAuthError != "" || s.Expect.Location != "" || s.Expect.Challenge != ""):
+			t.Errorf("scenario %q: a dropped connection has only a status, the one of the answer it may get before the close", s.Name)
 		case s.Expect.Status < 300 && (s.Verify == nil || s.Verify.Name == "" || s.Verify.Check == nil):
 			t.Errorf("scenario %q: an accepted attack needs a Verify that it achieved nothing", s.Name)
 		case s.State != nil && (s.State.Name == "" || s.State.Read == nil):
