@@ -104,15 +104,21 @@ func (v *revoker) revokeAccess(ctx context.Context, token string, caller fosite.
 		v.audit(ctx, caller, fosite.AccessToken, rec.JTI, rec.ClientID, outcomeOtherClient)
 		return false, fosite.ErrUnauthorizedClient.WithHint("The token was not issued to this client.").WithDebugf("token belongs to client %q", rec.ClientID)
 	}
-	// Not found here means a concurrent revocation won: still revoked.
-	if err := v.storage.store.DeleteTokenSession(ctx, sig); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return false, fosite.ErrTemporarilyUnavailable.WithWrap(err).WithDebug(err.Error())
-	}
+	// Published before the session is deleted: were it the other way
+	// round, a failed publication (the database restarting) would answer
+	// 503, the client's retry would find no session and answer 200, and
+	// the revocation would never reach a gateway. This way a retry
+	// publishes again until the whole revocation has succeeded once; a
+	// revocation may be published twice, never lost.
 	if err := v.storage.observer.Revoked(ctx, Revocation{
 		Kind: RevocationToken, ID: rec.JTI, Reason: RevocationReasonRequested,
 		ClientID: rec.ClientID, Subject: rec.Subject,
 		Tokens: []tokensession.Record{rec}, RevokedAt: time.Now().UTC(),
 	}); err != nil {
+		return false, fosite.ErrTemporarilyUnavailable.WithWrap(err).WithDebug(err.Error())
+	}
+	// Not found here means a concurrent revocation won: still revoked.
+	if err := v.storage.store.DeleteTokenSession(ctx, sig); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return false, fosite.ErrTemporarilyUnavailable.WithWrap(err).WithDebug(err.Error())
 	}
 	v.audit(ctx, caller, fosite.AccessToken, rec.JTI, rec.ClientID, outcomeRevoked)

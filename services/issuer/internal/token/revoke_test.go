@@ -1,6 +1,7 @@
 package token_test
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -246,4 +247,53 @@ func TestConcurrentRevocation(t *testing.T) {
 	if revoked < 1 {
 		t.Errorf("no revoked audit line")
 	}
+}
+
+// flakyObserver fails its first publication of a revocation, as when the
+// database restarts under it, and records the ones that succeed.
+type flakyObserver struct {
+	token.NopObserver
+	mu        sync.Mutex
+	failed    bool
+	published []token.Revocation
+}
+
+func (o *flakyObserver) Revoked(_ context.Context, r token.Revocation) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.failed {
+		o.failed = true
+		return errors.New("revocation log unavailable")
+	}
+	o.published = append(o.published, r)
+	return nil
+}
+
+// TestRevocationIsNeverLostToAFailedPublication: when publishing a
+// revocation fails, the client gets 503, the token stays revoked-pending
+// (still active, RFC 7009 section 2.2.1), and the client's retry publishes
+// it. Deleting the session first would make the retry answer 200 with
+// nothing published: a revocation no gateway ever hears of.
+func TestRevocationIsNeverLostToAFailedPublication(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	obs := &flakyObserver{}
+	s := serveOAuth(t, h, h.store, func(c *token.Config) { c.Observer = obs })
+	tok := s.issue(t, "reporting-job", "reporting-job-secret")
+	_, claims := s.claims(t, tok)
+	auth, form := basicAuth("reporting-job", "reporting-job-secret"), url.Values{"token": {tok}}
+
+	assertOAuthError(t, s.post(t, token.RevocationPath, auth, form), http.StatusServiceUnavailable, "temporarily_unavailable")
+	if !s.active(t, tok) {
+		t.Fatal("a revocation that failed to publish ended the token's session: its retry would publish nothing")
+	}
+	if r := s.post(t, token.RevocationPath, auth, form); r.status != http.StatusOK {
+		t.Fatalf("retry: %d %s", r.status, r.raw)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.published) != 1 || obs.published[0].ID != claims["jti"] {
+		t.Fatalf("published %+v, want the token's jti %v once", obs.published, claims["jti"])
+	}
+	assertInactive(t, s.introspect(t, "reporting-job", "reporting-job-secret", tok))
 }

@@ -75,8 +75,8 @@ func newOAuthServer(t *testing.T) *oauthServer {
 }
 
 // serveOAuth mounts the three endpoints on st (which may wrap h.store) with
-// h's key and hasher.
-func serveOAuth(t *testing.T, h *harness, st token.Store) *oauthServer {
+// h's key and hasher; edits change the configuration.
+func serveOAuth(t *testing.T, h *harness, st token.Store, edits ...func(*token.Config)) *oauthServer {
 	t.Helper()
 	logs := &lockedBuffer{}
 	cfg := token.Config{
@@ -87,6 +87,9 @@ func serveOAuth(t *testing.T, h *harness, st token.Store) *oauthServer {
 		TokenHMACKey:        testHMACKey,
 		Store:               st,
 		Logger:              slog.New(slog.NewJSONHandler(logs, nil)),
+	}
+	for _, edit := range edits {
+		edit(&cfg)
 	}
 	provider, err := token.NewProvider(cfg)
 	if err != nil {
