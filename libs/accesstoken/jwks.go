@@ -38,6 +38,10 @@ type JWKSConfig struct {
 	MaxAge time.Duration
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
+	// OnFetch, when set, hears of every fetch of the key set, with its
+	// error (nil when it succeeded): a caller's count of fetches shows a
+	// refetch storm, or an issuer that cannot be reached.
+	OnFetch func(err error)
 }
 
 // JWKS is a KeySource backed by the issuer's JWKS endpoint. Keys are cached;
@@ -145,6 +149,9 @@ func (j *JWKS) refresh(ctx context.Context) error {
 	defer cancel()
 	now := j.cfg.Now()
 	keys, err := j.fetch(fetchCtx)
+	if j.cfg.OnFetch != nil {
+		j.cfg.OnFetch(err)
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.triedAt = now

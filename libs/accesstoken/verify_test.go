@@ -266,3 +266,37 @@ func BenchmarkVerify(b *testing.B) {
 
 func key1(iss *accesstokentest.Issuer) *ecdsa.PrivateKey { k, _ := iss.SigningKey(); return k }
 func kid1(iss *accesstokentest.Issuer) string            { _, kid := iss.SigningKey(); return kid }
+
+// TestOnFetchHearsEveryFetch: OnFetch hears each fetch the cache makes,
+// with its outcome, and nothing when the cache answers.
+func TestOnFetchHearsEveryFetch(t *testing.T) {
+	t.Parallel()
+	iss := accesstokentest.NewIssuer(t)
+	for _, tc := range []struct {
+		name    string
+		url     string
+		wantErr bool
+	}{
+		{"the issuer answers", iss.JWKSURL(), false},
+		{"nobody answers", "http://127.0.0.1:1/jwks", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var ok, failed atomic.Int64
+			jwks, _ := accesstoken.NewJWKS(accesstoken.JWKSConfig{URL: tc.url, OnFetch: func(err error) {
+				if err != nil {
+					failed.Add(1)
+				} else {
+					ok.Add(1)
+				}
+			}})
+			v, _ := accesstoken.NewVerifier(accesstoken.Config{Issuer: iss.URL, Audience: accesstokentest.Audience, Keys: jwks})
+			for range 3 { // the first fetches; the others find the set, or are too soon to retry
+				_, _ = v.Verify(t.Context(), iss.Mint(t, nil, nil))
+			}
+			if tc.wantErr && (ok.Load() != 0 || failed.Load() != 1) || !tc.wantErr && (ok.Load() != 1 || failed.Load() != 0) {
+				t.Errorf("heard %d successful and %d failed fetches", ok.Load(), failed.Load())
+			}
+		})
+	}
+}

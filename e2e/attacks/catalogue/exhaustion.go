@@ -65,7 +65,7 @@ func exhaustion() []Scenario {
 			Request: fmt.Sprintf("%d ListInvoices at %d a second, each with reporting-job's claims signed by an attacker key under a fresh random `kid`",
 				stormTokens, stormRate),
 			Expect: invalidToken,
-			Verify: &Verify{Name: fmt.Sprintf("every answer alike; the gateway fetched the issuer's JWKS at most once per %v during the burst (its `http_client_request_duration_seconds_count` for GET issuer:8080)",
+			Verify: &Verify{Name: fmt.Sprintf("every answer alike; the gateway fetched the issuer's JWKS at most once per %v during the burst (its `gatehouse_gateway_jwks_fetches_total`)",
 				jwksMinRefetchInterval),
 				Check: func(_ context.Context, t *Target, _ *Response) error {
 					seen, err := observation[stormFetches](t, jwksStorm)
@@ -206,14 +206,11 @@ func answerKind(r *Response) string {
 	return fmt.Sprintf("%d %s %s %q", r.Status, ce.Code, ce.Reason(), r.Header.Get("WWW-Authenticate"))
 }
 
-// gatewayJWKSFetches is how many requests the gateway has made to the
-// issuer's JWKS: its HTTP client metric for GET issuer:8080. The gateway
-// sends the issuer nothing else over GET (the revocation feed is a Connect
-// stream, POST), and it fetched the keys before it was ready, so the
-// metric is there.
+// gatewayJWKSFetches is how many times the gateway has fetched the issuer's
+// JWKS, successfully or not (its gatehouse.gateway.jwks.fetches counter).
+// It fetched the keys before it was ready, so the metric is there.
 func (t *Target) gatewayJWKSFetches(ctx context.Context) (float64, error) {
-	return t.metricSum(ctx, t.GatewayURL+"/metrics", "http_client_request_duration_seconds_count",
-		`http_request_method="GET"`, `server_address="issuer"`, `server_port="8080"`)
+	return t.metricSum(ctx, t.GatewayURL+"/metrics", "gatehouse_gateway_jwks_fetches_total")
 }
 
 // pdpDecisions is the PDP's count of decisions made: a refused batch

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/gatehouse/gatehouse/libs/accesstoken"
 	"github.com/gatehouse/gatehouse/libs/enforce"
@@ -275,7 +277,20 @@ func build(ctx context.Context, cfg Config, logger *slog.Logger, tel *telemetry.
 	newVerifier func(accesstoken.Config) (TokenVerifier, error),
 ) (*App, error) {
 	meter := tel.MeterProvider().Meter("gateway")
+	fetches, err := meter.Int64Counter("gatehouse.gateway.jwks.fetches",
+		metric.WithDescription("fetches of the issuer's JWKS, by outcome (ok, error): a burst of unknown kids must not raise it past one per -jwks-min-refetch-interval"))
+	if err != nil {
+		return nil, err
+	}
+	fetchOK, fetchFailed := metric.WithAttributes(attribute.String("outcome", "ok")), metric.WithAttributes(attribute.String("outcome", "error"))
 	jwks, err := accesstoken.NewJWKS(accesstoken.JWKSConfig{
+		OnFetch: func(err error) {
+			if err != nil {
+				fetches.Add(context.Background(), 1, fetchFailed)
+				return
+			}
+			fetches.Add(context.Background(), 1, fetchOK)
+		},
 		URL:                cfg.JWKSURL,
 		Client:             &http.Client{Timeout: 5 * time.Second, Transport: tel.Transport(http.DefaultTransport)},
 		MaxAge:             cfg.JWKSMaxAge,
