@@ -2,8 +2,10 @@
 // under steady traffic, goes through something that must not fail a single
 // request (a signing key rotation) or must fail in the promised way. It has
 // a stack of its own, with the key rotation timeline shortened from minutes
-// to seconds so that a rotation runs its whole course within a test, and
-// with the gateway's rate limits raised so the load is not throttled.
+// to seconds so that a rotation runs its whole course within a test, with
+// the gateway's rate limits raised so the load is not throttled, and with
+// a shorter revocation staleness limit so that a cut-off revocation feed
+// fails sensitive routes closed within a test.
 package faults
 
 import (
@@ -47,6 +49,15 @@ const (
 	publishLead = 6 * time.Second
 )
 
+// revocationMaxStaleness is the gateway's -revocation-max-staleness (the
+// default is 30s): how long the revocation feed may be silent before
+// sensitive routes answer 503 revocation_feed_stale. Half the default keeps
+// TestRevocationFeedCutFailsSensitiveRoutesClosed short while staying well
+// above the issuer's heartbeat interval (10s, not configurable), so that a
+// healthy feed never makes a sensitive route fail in any test of this
+// package: between two heartbeats a healthy feed is at most 10s stale.
+const revocationMaxStaleness = 15 * time.Second
+
 func TestMain(m *testing.M) {
 	os.Exit(stack.Main(m, &gh, stackOptions()...))
 }
@@ -77,6 +88,9 @@ func stackOptions() []stack.Option {
 			"GATEHOUSE_GATEWAY_RATE_LIMIT_SOURCE_BURST": unthrottled,
 			"GATEHOUSE_GATEWAY_RATE_LIMIT_CLIENT":       unthrottled,
 			"GATEHOUSE_GATEWAY_RATE_LIMIT_CLIENT_BURST": unthrottled,
+			// Sensitive routes fail closed after revocationMaxStaleness
+			// without word from the revocation feed, not 30s: see there.
+			"GATEHOUSE_GATEWAY_REVOCATION_MAX_STALENESS": revocationMaxStaleness.String(),
 		}),
 	}
 }
