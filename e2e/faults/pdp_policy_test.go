@@ -2,10 +2,8 @@ package faults
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -22,6 +20,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/gatehouse/gatehouse/e2e/policybundle"
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1/authzv1connect"
 )
@@ -691,29 +690,7 @@ func candidateBundle(ctx context.Context, t *testing.T) ([]byte, string) {
 func candidatePolicyDir(t *testing.T, revision string) string {
 	t.Helper()
 	dst := t.TempDir()
-	err := filepath.WalkDir(policySourceDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(policySourceDir, path)
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir() && d.Name() == "testdata":
-			return filepath.SkipDir
-		case d.IsDir():
-			return os.MkdirAll(filepath.Join(dst, rel), 0o750)
-		case strings.HasSuffix(d.Name(), "_test.rego") || d.Name() == ".signatures.json":
-			return nil
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), raw, 0o600)
-	})
-	if err != nil {
+	if err := policybundle.Copy(policySourceDir, dst); err != nil {
 		t.Fatal(err)
 	}
 	editPolicyJSON(t, filepath.Join(dst, ".manifest"), func(m map[string]any) error {
@@ -759,34 +736,16 @@ func candidatePolicyDir(t *testing.T, revision string) string {
 
 func editPolicyJSON(t *testing.T, path string, edit func(map[string]any) error) {
 	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if err := edit(m); err != nil {
-		t.Fatalf("edit %s: %v", path, err)
-	}
-	if raw, err = json.MarshalIndent(m, "", "  "); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
+	if err := policybundle.EditJSON(path, edit); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func manifestRevisionOf(t *testing.T, dir string) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dir, ".manifest"))
+	rev, err := policybundle.Revision(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m struct{ Revision string }
-	if err := json.Unmarshal(raw, &m); err != nil || m.Revision == "" {
-		t.Fatalf("manifest revision %q: %v", m.Revision, err)
-	}
-	return m.Revision
+	return rev
 }

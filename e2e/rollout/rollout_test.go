@@ -3,11 +3,9 @@ package rollout
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/gatehouse/gatehouse/e2e/policybundle"
 	"github.com/gatehouse/gatehouse/e2e/stack"
 	"github.com/gatehouse/gatehouse/libs/enforce"
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
@@ -372,26 +371,7 @@ func runCLI(t *testing.T, want int, args ...string) string {
 func candidateDir(t *testing.T) string {
 	t.Helper()
 	dst := t.TempDir()
-	err := filepath.WalkDir(policyDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(policyDir, path)
-		switch {
-		case d.IsDir() && d.Name() == "testdata":
-			return filepath.SkipDir
-		case d.IsDir():
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		case strings.HasSuffix(d.Name(), "_test.rego") || d.Name() == ".signatures.json":
-			return nil
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), raw, 0o644)
-	})
-	if err != nil {
+	if err := policybundle.Copy(policyDir, dst); err != nil {
 		t.Fatal(err)
 	}
 	editJSON(t, filepath.Join(dst, ".manifest"), func(m map[string]any) { m["revision"] = candidateRev })
@@ -405,32 +385,16 @@ func candidateDir(t *testing.T) string {
 
 func editJSON(t *testing.T, path string, edit func(map[string]any)) {
 	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	edit(m)
-	if raw, err = json.MarshalIndent(m, "", "  "); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
+	if err := policybundle.EditJSON(path, func(m map[string]any) error { edit(m); return nil }); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func manifestRevision(t *testing.T, dir string) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dir, ".manifest"))
+	rev, err := policybundle.Revision(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m struct{ Revision string }
-	if err := json.Unmarshal(raw, &m); err != nil || m.Revision == "" {
-		t.Fatalf("manifest revision %q: %v", m.Revision, err)
-	}
-	return m.Revision
+	return rev
 }

@@ -3,11 +3,9 @@ package stepup
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -24,6 +22,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gatehouse/gatehouse/e2e/policybundle"
 	"github.com/gatehouse/gatehouse/e2e/stack"
 	authzv1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/authz/v1/authzv1connect"
@@ -76,16 +75,13 @@ func promoteShortMaxAge(t *testing.T) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := copyPolicies(dir); err != nil {
+	if err := policybundle.Copy(policyDir, dir); err != nil {
 		return err
 	}
-	if err := editJSON(filepath.Join(dir, ".manifest"), func(m map[string]any) error {
-		m["revision"] = stepUpRevision
-		return nil
-	}); err != nil {
+	if err := policybundle.SetRevision(dir, stepUpRevision); err != nil {
 		return err
 	}
-	if err := editJSON(filepath.Join(dir, "gatehouse", "invoice", "data.json"), func(m map[string]any) error {
+	if err := policybundle.EditJSON(filepath.Join(dir, "gatehouse", "invoice", "data.json"), func(m map[string]any) error {
 		params, ok := m["approval_step_up"].(map[string]any)
 		if !ok || params["max_age_seconds"] == nil {
 			return errors.New("gatehouse/invoice/data.json has no approval_step_up.max_age_seconds")
@@ -129,51 +125,6 @@ func promoteShortMaxAge(t *testing.T) error {
 			maxAge+1, d.GetDecision(), d.GetReasonCode(), d.GetObligations(), d.GetPolicyVersion(), maxAge, stepUpRevision)
 	}
 	return nil
-}
-
-// copyPolicies copies the repository's policies, without tests, test data
-// and signature, into dst.
-func copyPolicies(dst string) error {
-	return filepath.WalkDir(policyDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(policyDir, path)
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir() && d.Name() == "testdata":
-			return filepath.SkipDir
-		case d.IsDir():
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		case strings.HasSuffix(d.Name(), "_test.rego") || d.Name() == ".signatures.json":
-			return nil
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), raw, 0o644)
-	})
-}
-
-func editJSON(path string, edit func(map[string]any) error) error {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := edit(m); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if raw, err = json.MarshalIndent(m, "", "  "); err != nil {
-		return err
-	}
-	return os.WriteFile(path, raw, 0o644)
 }
 
 // runGatehouse runs the gatehouse CLI as policy-admin against the stack's
