@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -145,31 +143,21 @@ func pdpCheck(hc *http.Client, url string, items []item, acceptGzip bool) operat
 // the answer; an answer other than 200 is an error carrying the Connect
 // error code.
 func askPDP(ctx context.Context, hc *http.Client, url string, body []byte, acceptGzip bool) (answer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body)) //nolint:gosec // G704: the server under test, named by the operator
-	if err != nil {
-		return answer{}, err
-	}
-	req.Header.Set("Content-Type", "application/proto")
-	req.Header.Set("Connect-Protocol-Version", "1")
+	header := http.Header{"Connect-Protocol-Version": {"1"}}
 	if !acceptGzip {
 		// Set by hand, the transport neither asks for gzip nor inflates.
-		req.Header.Set("Accept-Encoding", "identity")
+		header.Set("Accept-Encoding", "identity")
 	}
-	resp, err := hc.Do(req) //nolint:gosec // G704: see above
+	status, raw, err := post(ctx, hc, url, body, "application/proto", header)
 	if err != nil {
 		return answer{}, err
 	}
-	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return answer{}, err
-	}
-	if resp.StatusCode != http.StatusOK {
+	if status != http.StatusOK {
 		var ce struct {
 			Code string `json:"code"`
 		}
 		_ = json.Unmarshal(raw, &ce)
-		return answer{}, fmt.Errorf("pdp answered %s (%s)", resp.Status, ce.Code)
+		return answer{}, fmt.Errorf("pdp answered %d (%s)", status, ce.Code)
 	}
 	var msg authzv1.CheckResponse
 	if err := proto.Unmarshal(raw, &msg); err != nil {

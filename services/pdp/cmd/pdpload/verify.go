@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -109,22 +108,33 @@ func opaRevisions(ctx context.Context, hc *http.Client, base string) ([]string, 
 
 // askOPA posts one query body to OPA.
 func askOPA(ctx context.Context, hc *http.Client, url string, body []byte) (answer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body)) //nolint:gosec // G704: the server under test, named by the operator
+	status, raw, err := post(ctx, hc, url, body, "application/json", nil)
 	if err != nil {
 		return answer{}, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if status != http.StatusOK {
+		return answer{}, fmt.Errorf("opa answered %d %s", status, http.StatusText(status))
+	}
+	return answerOfOPA(raw)
+}
+
+// post sends body to url with the given content type and headers, and
+// returns the status and the whole answer: the load generator's one way of
+// asking either server.
+func post(ctx context.Context, hc *http.Client, url string, body []byte, contentType string, header http.Header) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body)) //nolint:gosec // G704: the server under test, named by the operator
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	req.Header.Set("Content-Type", contentType)
 	resp, err := hc.Do(req) //nolint:gosec // G704: see above
 	if err != nil {
-		return answer{}, err
+		return 0, nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return answer{}, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return answer{}, errors.New("opa answered " + resp.Status)
-	}
-	return answerOfOPA(raw)
+	return resp.StatusCode, raw, err
 }
