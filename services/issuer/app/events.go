@@ -85,61 +85,56 @@ func (e *events) Revoked(ctx context.Context, r token.Revocation) error {
 // consentWithdrawn revokes every grant resting on c and publishes one
 // consent event covering them (and, by IssuedBefore, any token of the
 // subject and client issued before now that the issuer no longer lists).
+// The event is published before the grants' access tokens are deleted
+// (store.RevokeAndPublish), so a failed publication leaves them to a retry
+// instead of losing them.
 func (e *events) consentWithdrawn(ctx context.Context, grants store.GrantStore, c consent.Consent) error {
 	ids, err := grants.RequestIDsForConsent(ctx, c.ID)
 	if err != nil {
 		return fmt.Errorf("issuer: consent %s: %w", c.ID, err)
 	}
-	tokens, err := revokeRequests(ctx, grants, ids)
+	err = store.RevokeAndPublish(ctx, grants, ids, func(ctx context.Context, tokens []tokensession.Record) error {
+		now := time.Now().UTC()
+		return e.publish(ctx, revocation.Event{
+			Kind:         revocation.KindConsent,
+			ID:           c.ID,
+			Subject:      c.Subject,
+			ClientID:     c.ClientID,
+			Tenant:       c.Tenant,
+			IssuedBefore: now,
+			RevokedAt:    now,
+			Reason:       token.RevocationReasonConsent,
+		}, tokens)
+	})
 	if err != nil {
 		return fmt.Errorf("issuer: consent %s: %w", c.ID, err)
 	}
-	now := time.Now().UTC()
-	return e.publish(ctx, revocation.Event{
-		Kind:         revocation.KindConsent,
-		ID:           c.ID,
-		Subject:      c.Subject,
-		ClientID:     c.ClientID,
-		Tenant:       c.Tenant,
-		IssuedBefore: now,
-		RevokedAt:    now,
-		Reason:       token.RevocationReasonConsent,
-	}, tokens)
+	return nil
 }
 
 // signedOut revokes every grant the browser session s authorized and
-// publishes one session event listing their live access tokens.
+// publishes one session event listing their live access tokens before
+// deleting them (store.RevokeAndPublish): a sign-out whose publication
+// failed keeps the browser session, and its retry publishes them.
 func (e *events) signedOut(ctx context.Context, grants store.GrantStore, s browsersession.Session) error {
 	ids, err := grants.RequestIDsForSession(ctx, s.ID)
 	if err != nil {
 		return fmt.Errorf("issuer: sign-out: %w", err)
 	}
-	tokens, err := revokeRequests(ctx, grants, ids)
+	err = store.RevokeAndPublish(ctx, grants, ids, func(ctx context.Context, tokens []tokensession.Record) error {
+		return e.publish(ctx, revocation.Event{
+			Kind:      revocation.KindSession,
+			ID:        s.ID,
+			Subject:   s.Subject,
+			Tenant:    s.Tenant,
+			RevokedAt: time.Now().UTC(),
+			Reason:    "user_logout",
+		}, tokens)
+	})
 	if err != nil {
 		return fmt.Errorf("issuer: sign-out: %w", err)
 	}
-	return e.publish(ctx, revocation.Event{
-		Kind:      revocation.KindSession,
-		ID:        s.ID,
-		Subject:   s.Subject,
-		Tenant:    s.Tenant,
-		RevokedAt: time.Now().UTC(),
-		Reason:    "user_logout",
-	}, tokens)
-}
-
-// revokeRequests revokes each grant of ids and returns the access-token
-// sessions the revocations deleted.
-func revokeRequests(ctx context.Context, grants store.GrantStore, ids []string) ([]tokensession.Record, error) {
-	var tokens []tokensession.Record
-	for _, id := range ids {
-		recs, err := grants.RevokeRequest(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("revoke grant: %w", err)
-		}
-		tokens = append(tokens, recs...)
-	}
-	return tokens, nil
+	return nil
 }
 
 func (e *events) publish(ctx context.Context, ev revocation.Event, tokens []tokensession.Record) error {
@@ -167,6 +162,26 @@ func (e *events) publish(ctx context.Context, ev revocation.Event, tokens []toke
 	}
 	slices.Sort(ev.JTIs)
 	ev.JTIs = slices.Compact(ev.JTIs)
+	// An event lists at most MaxJTIs: more (a grant refreshed very often)
+	// go out as several events of the one revocation. Refused, they would
+	// fail the revocation on every retry, and as revocations are published
+	// before they are made, the grant could never be revoked.
+	jtis := ev.JTIs
+	for {
+		part := ev
+		part.JTIs = jtis[:min(len(jtis), revocation.MaxJTIs)]
+		if err := e.append(ctx, part); err != nil {
+			return err
+		}
+		jtis = jtis[len(part.JTIs):]
+		if len(jtis) == 0 {
+			return nil
+		}
+	}
+}
+
+// append records ev in the revocation log, then audits it.
+func (e *events) append(ctx context.Context, ev revocation.Event) error {
 	stored, err := e.revocations.Append(ctx, ev)
 	if err != nil && !errors.Is(err, revocation.ErrInvalid) {
 		return fmt.Errorf("issuer: publish revocation: %w", err)

@@ -34,9 +34,23 @@ type GrantStore interface {
 	// closes the race with a refresh in flight), marks every grant record of
 	// requestID inactive and deletes every access token session of
 	// requestID, returning the deleted access-token records (for the
-	// revocation feed). Revoking an unknown or already revoked request
-	// returns no records and no error.
+	// revocation feed). Revoking an unknown request, or one RevokeRequest
+	// already revoked, returns no records and no error.
 	RevokeRequest(ctx context.Context, requestID string) ([]tokensession.Record, error)
+	// MarkRequestRevoked is the first half of RevokeRequest, for a caller
+	// that must publish a revocation before the access tokens' sessions
+	// go: in one transaction, serialized against the creates of
+	// requestID's records as RevokeRequest is, it records requestID as
+	// revoked (CreateGrant and CreateTokenSession refuse it from then on)
+	// and marks every grant record of it inactive, but leaves its access
+	// token sessions. Listed after it (RequestTokenSessions), they are
+	// complete: no session of requestID can appear any more. RevokeRequest
+	// then deletes them. An empty requestID is an error.
+	MarkRequestRevoked(ctx context.Context, requestID string) error
+	// RequestTokenSessions returns the access token sessions of requestID,
+	// expired or not, ordered by signature, and changes nothing. An empty
+	// requestID is an error.
+	RequestTokenSessions(ctx context.Context, requestID string) ([]tokensession.Record, error)
 	// RequestRevoked reports whether requestID was revoked (and the record
 	// of it has not expired yet).
 	RequestRevoked(ctx context.Context, requestID string) (bool, error)

@@ -6,9 +6,10 @@ import (
 )
 
 // ErrRevoked means the record's authorization (its request id) was revoked
-// by GrantStore.RevokeRequest: CreateGrant and CreateTokenSession refuse it
-// and store nothing. A revocation is serialized against those creates, so
-// once RevokeRequest has returned no later create for its request id
+// by GrantStore.RevokeRequest or MarkRequestRevoked: CreateGrant and
+// CreateTokenSession refuse it and store nothing. A revocation is
+// serialized against those creates, so once it has returned no later
+// create for its request id
 // succeeds, even that of a refresh which rotated its refresh token just
 // before the revocation and stores the new tokens after it.
 var ErrRevoked = errors.New("store: grant revoked")

@@ -52,7 +52,9 @@ func (a *authenticator) authenticate(ctx context.Context, r *http.Request, form 
 		return nil, fosite.ErrInvalidClient.WithDebug("client id is not registered")
 	}
 	if err != nil {
-		return nil, fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
+		// The store failed, not the client: 503 tells it to retry (RFC
+		// 7009 §2.2.1 at the revocation endpoint).
+		return nil, fosite.ErrTemporarilyUnavailable.WithWrap(err).WithDebug(err.Error())
 	}
 	if c.IsPublic() {
 		if secret != "" {
@@ -130,6 +132,11 @@ func (a *authenticator) authenticateAssertion(ctx context.Context, r *http.Reque
 		return nil, fosite.ErrServerError.WithDebug("client assertion verification is not configured")
 	}
 	c, err := a.assertions(ctx, r, form)
+	if errors.Is(err, fosite.ErrTemporarilyUnavailable) {
+		// fosite reports any failed client lookup as invalid_client; one
+		// that failed because the store did (Storage.GetClient) is not.
+		return nil, fosite.ErrTemporarilyUnavailable.WithWrap(err).WithDebug(err.Error())
+	}
 	if err != nil {
 		return nil, err
 	}

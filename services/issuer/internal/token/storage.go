@@ -56,7 +56,8 @@ func (s *Storage) GetClient(ctx context.Context, id string) (fosite.Client, erro
 		return nil, fosite.ErrNotFound.WithWrap(err).WithDebug(err.Error())
 	}
 	if err != nil {
-		return nil, err
+		// A store outage, which client authentication answers with 503.
+		return nil, fosite.ErrTemporarilyUnavailable.WithWrap(err).WithDebug(err.Error())
 	}
 	return c, nil
 }
@@ -75,7 +76,7 @@ func (s *Storage) SetClientAssertionJWT(ctx context.Context, jti string, exp tim
 		return fosite.ErrInvalidClient.WithHint("The client assertion was already used: its jti may be used only once.")
 	}
 	if err != nil {
-		return fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
+		return fosite.ErrTemporarilyUnavailable.WithWrap(err).WithDebug(err.Error())
 	}
 	return nil
 }
@@ -271,27 +272,35 @@ func (s *Storage) revokeRequest(ctx context.Context, requestID, reason string) e
 			reason = RevocationReasonCodeReuse
 		}
 	}
-	// A grant revoked before (fosite's second call, or a replayed token of
-	// a dead family) is not reported again: no replay can flood the feed or
-	// the audit log.
+	// A grant revoked before with no access token left (fosite's second
+	// call, or a replayed token of a dead family) is not reported again:
+	// no replay can flood the feed or the audit log.
 	already, err := s.store.RequestRevoked(ctx, requestID)
 	if err != nil {
 		return fmt.Errorf("token: revoke grant: %w", err)
 	}
-	tokens, err := s.store.RevokeRequest(ctx, requestID)
+	// The grant ends first (no token can be issued from it any more), its
+	// access tokens are published, and only then are their sessions
+	// deleted. Were they deleted first, a failed publication would leave
+	// them to nobody: the retry (or fosite's second call, or a replay)
+	// would find the grant revoked and nothing to report, and no gateway
+	// would ever refuse them. This way a retry publishes them again.
+	err = store.RevokeAndPublish(ctx, s.store, []string{requestID}, func(ctx context.Context, tokens []tokensession.Record) error {
+		if already && len(tokens) == 0 {
+			return nil
+		}
+		return s.observer.Revoked(ctx, Revocation{
+			Kind:      RevocationRefreshFamily,
+			ID:        requestID,
+			Reason:    reason,
+			Tokens:    tokens,
+			RevokedAt: time.Now().UTC(),
+		})
+	})
 	if err != nil {
 		return fmt.Errorf("token: revoke grant: %w", err)
 	}
-	if already && len(tokens) == 0 {
-		return nil
-	}
-	return s.observer.Revoked(ctx, Revocation{
-		Kind:      RevocationRefreshFamily,
-		ID:        requestID,
-		Reason:    reason,
-		Tokens:    tokens,
-		RevokedAt: time.Now().UTC(),
-	})
+	return nil
 }
 
 func (s *Storage) createGrant(ctx context.Context, kind tokensession.GrantKind, signature, accessSignature string, r fosite.Requester, tt fosite.TokenType) error {

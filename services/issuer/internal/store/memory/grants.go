@@ -99,6 +99,33 @@ func (s *Store) RevokeRequest(_ context.Context, requestID string) ([]tokensessi
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.markRevoked(requestID)
+	var revoked []tokensession.Record
+	for signature, rec := range s.sessions {
+		if rec.RequestID == requestID {
+			revoked = append(revoked, rec.Clone())
+			s.deleteSession(signature)
+		}
+	}
+	slices.SortFunc(revoked, func(a, b tokensession.Record) int { return strings.Compare(a.Signature, b.Signature) })
+	return revoked, nil
+}
+
+// MarkRequestRevoked implements store.GrantStore.
+func (s *Store) MarkRequestRevoked(_ context.Context, requestID string) error {
+	if requestID == "" {
+		return errors.New("memory store: mark request revoked: empty request id")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.markRevoked(requestID)
+	return nil
+}
+
+// markRevoked records requestID as revoked until the latest expiry of its
+// records (at least store.RevocationRetention from now) and marks its
+// grant records inactive; the caller holds the write lock.
+func (s *Store) markRevoked(requestID string) {
 	expires := time.Now().UTC().Add(store.RevocationRetention)
 	for key, g := range s.grants {
 		if g.RequestID != requestID {
@@ -110,17 +137,29 @@ func (s *Store) RevokeRequest(_ context.Context, requestID string) ([]tokensessi
 			s.grants[key] = g
 		}
 	}
-	var revoked []tokensession.Record
-	for signature, rec := range s.sessions {
+	for _, rec := range s.sessions {
 		if rec.RequestID == requestID {
 			expires = latest(expires, rec.ExpiresAt)
-			revoked = append(revoked, rec.Clone())
-			s.deleteSession(signature)
 		}
 	}
 	s.revoked[requestID] = latest(expires, s.revoked[requestID])
-	slices.SortFunc(revoked, func(a, b tokensession.Record) int { return strings.Compare(a.Signature, b.Signature) })
-	return revoked, nil
+}
+
+// RequestTokenSessions implements store.GrantStore.
+func (s *Store) RequestTokenSessions(_ context.Context, requestID string) ([]tokensession.Record, error) {
+	if requestID == "" {
+		return nil, errors.New("memory store: request token sessions: empty request id")
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var recs []tokensession.Record
+	for _, rec := range s.sessions {
+		if rec.RequestID == requestID {
+			recs = append(recs, rec.Clone())
+		}
+	}
+	slices.SortFunc(recs, func(a, b tokensession.Record) int { return strings.Compare(a.Signature, b.Signature) })
+	return recs, nil
 }
 
 // RequestIDsForConsent implements store.GrantStore. An empty consentID is

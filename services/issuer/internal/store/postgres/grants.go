@@ -131,30 +131,8 @@ func (s *Store) RevokeRequest(ctx context.Context, requestID string) ([]tokenses
 		if err := lockRequest(ctx, tx, requestID); err != nil {
 			return err
 		}
-		// The revocation outlives every record of the request; a repeated
-		// revocation keeps the first revoked_at and the later expiry.
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO revoked_requests (request_id, revoked_at, expires_at)
-			SELECT $1, now(), GREATEST(now() + $2::interval,
-				(SELECT max(expires_at) FROM grant_records WHERE request_id = $1),
-				(SELECT max(expires_at) FROM access_token_sessions WHERE request_id = $1))
-			ON CONFLICT (request_id) DO UPDATE
-			SET expires_at = GREATEST(revoked_requests.expires_at, EXCLUDED.expires_at)`,
-			requestID, toInterval(store.RevocationRetention)); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx,
-			`UPDATE grant_records SET active = false WHERE request_id = $1 AND active`, requestID); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx,
-			`DELETE FROM access_token_sessions WHERE request_id = $1 RETURNING `+tokenSessionColumns, requestID)
-		if err != nil {
-			return err
-		}
-		revoked, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (tokensession.Record, error) {
-			return scanTokenSession(row)
-		})
+		var err error
+		revoked, err = revokeRequest(ctx, tx, requestID)
 		return err
 	})
 	if err != nil {
@@ -162,6 +140,79 @@ func (s *Store) RevokeRequest(ctx context.Context, requestID string) ([]tokenses
 	}
 	slices.SortFunc(revoked, func(a, b tokensession.Record) int { return strings.Compare(a.Signature, b.Signature) })
 	return revoked, nil
+}
+
+// RequestTokenSessions implements store.GrantStore.
+func (s *Store) RequestTokenSessions(ctx context.Context, requestID string) ([]tokensession.Record, error) {
+	if requestID == "" {
+		return nil, errors.New("issuer store: request token sessions: empty request id")
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+tokenSessionColumns+` FROM access_token_sessions
+		WHERE request_id = $1 ORDER BY signature`, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("issuer store: request token sessions: %w", err)
+	}
+	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (tokensession.Record, error) {
+		return scanTokenSession(row)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer store: request token sessions: %w", err)
+	}
+	return recs, nil
+}
+
+// MarkRequestRevoked implements store.GrantStore: RevokeRequest's
+// transaction without its DELETE.
+func (s *Store) MarkRequestRevoked(ctx context.Context, requestID string) error {
+	if requestID == "" {
+		return errors.New("issuer store: mark request revoked: empty request id")
+	}
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		if err := lockRequest(ctx, tx, requestID); err != nil {
+			return err
+		}
+		return markRevoked(ctx, tx, requestID)
+	})
+	if err != nil {
+		return fmt.Errorf("issuer store: mark request revoked: %w", err)
+	}
+	return nil
+}
+
+// revokeRequest runs RevokeRequest's statements in tx, which holds
+// requestID's revocation lock, and returns the deleted sessions.
+func revokeRequest(ctx context.Context, tx pgx.Tx, requestID string) ([]tokensession.Record, error) {
+	if err := markRevoked(ctx, tx, requestID); err != nil {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx,
+		`DELETE FROM access_token_sessions WHERE request_id = $1 RETURNING `+tokenSessionColumns, requestID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (tokensession.Record, error) {
+		return scanTokenSession(row)
+	})
+}
+
+// markRevoked records requestID in revoked_requests and marks its grant
+// records inactive, in tx, which holds requestID's revocation lock.
+func markRevoked(ctx context.Context, tx pgx.Tx, requestID string) error {
+	// The revocation outlives every record of the request; a repeated
+	// revocation keeps the first revoked_at and the later expiry.
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO revoked_requests (request_id, revoked_at, expires_at)
+		SELECT $1, now(), GREATEST(now() + $2::interval,
+			(SELECT max(expires_at) FROM grant_records WHERE request_id = $1),
+			(SELECT max(expires_at) FROM access_token_sessions WHERE request_id = $1))
+		ON CONFLICT (request_id) DO UPDATE
+		SET expires_at = GREATEST(revoked_requests.expires_at, EXCLUDED.expires_at)`,
+		requestID, toInterval(store.RevocationRetention)); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx,
+		`UPDATE grant_records SET active = false WHERE request_id = $1 AND active`, requestID)
+	return err
 }
 
 // RequestIDsForConsent implements store.GrantStore. An empty consentID is

@@ -643,6 +643,213 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 			}
 		}
 	})
+	t.Run("RequestTokenSessions", func(t *testing.T) {
+		t.Parallel()
+		s := withReportingJob(t)
+		if err := s.CreateGrant(t.Context(), grant(tokensession.KindRefreshToken, "refresh-1", "req-1")); err != nil {
+			t.Fatal(err)
+		}
+		expired := requestSession("at-1a", "jti-1a", "req-1")
+		expired.ExpiresAt = time.Now().Add(-time.Minute).UTC().Truncate(time.Microsecond)
+		sessions := []tokensession.Record{
+			requestSession("at-1b", "jti-1b", "req-1"),
+			expired,
+			requestSession("at-2", "jti-2", "req-2"),
+		}
+		for _, rec := range sessions {
+			if err := s.CreateTokenSession(t.Context(), rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Expired sessions too (the caller decides what still matters),
+		// ordered by signature.
+		got, err := s.RequestTokenSessions(t.Context(), "req-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 {
+			t.Fatalf("RequestTokenSessions(req-1) = %+v, want 2 records", got)
+		}
+		assertSession(t, got[0], sessions[1])
+		assertSession(t, got[1], sessions[0])
+		// Listing changes nothing.
+		for _, rec := range sessions {
+			if _, err := s.GetTokenSession(t.Context(), rec.Signature); err != nil {
+				t.Fatalf("GetTokenSession(%s) after listing = %v", rec.Signature, err)
+			}
+		}
+		if g, err := s.GetGrant(t.Context(), tokensession.KindRefreshToken, "refresh-1"); err != nil || !g.Active {
+			t.Fatalf("grant after listing = %+v, %v; want it active", g, err)
+		}
+		if revoked, err := s.RequestRevoked(t.Context(), "req-1"); err != nil || revoked {
+			t.Fatalf("RequestRevoked after listing = %v, %v", revoked, err)
+		}
+		if none, err := s.RequestTokenSessions(t.Context(), "req-unknown"); err != nil || len(none) != 0 {
+			t.Fatalf("RequestTokenSessions(unknown) = %+v, %v; want none, no error", none, err)
+		}
+		if all, err := s.RequestTokenSessions(t.Context(), ""); err == nil {
+			t.Fatalf("RequestTokenSessions(\"\") = %+v, want an error", all)
+		}
+	})
+	t.Run("MarkRequestRevoked", func(t *testing.T) {
+		t.Parallel()
+		s := withReportingJob(t)
+		grants := []tokensession.Grant{
+			grant(tokensession.KindAuthorizeCode, "code-1", "req-1"),
+			grant(tokensession.KindRefreshToken, "refresh-1", "req-1"),
+			grant(tokensession.KindRefreshToken, "refresh-2", "req-2"),
+		}
+		for _, g := range grants {
+			if err := s.CreateGrant(t.Context(), g); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sessions := []tokensession.Record{
+			requestSession("at-1a", "jti-1a", "req-1"),
+			requestSession("at-1b", "jti-1b", "req-1"),
+			requestSession("at-2", "jti-2", "req-2"),
+		}
+		for _, rec := range sessions {
+			if err := s.CreateTokenSession(t.Context(), rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		if err := s.MarkRequestRevoked(t.Context(), "req-1"); err != nil {
+			t.Fatal(err)
+		}
+		assertMarked := func(t *testing.T) {
+			t.Helper()
+			for _, want := range grants {
+				got, err := s.GetGrant(t.Context(), want.Kind, want.Signature)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want.RequestID == "req-1" {
+					want.Active = false
+				}
+				assertGrant(t, got, want)
+			}
+			if revoked, err := s.RequestRevoked(t.Context(), "req-1"); err != nil || !revoked {
+				t.Fatalf("RequestRevoked(req-1) = %v, %v; want true", revoked, err)
+			}
+			if revoked, err := s.RequestRevoked(t.Context(), "req-2"); err != nil || revoked {
+				t.Fatalf("RequestRevoked(req-2) = %v, %v; want false", revoked, err)
+			}
+			// Nothing more of req-1 can be stored.
+			if err := s.CreateTokenSession(t.Context(), requestSession("at-new", "jti-new", "req-1")); !errors.Is(err, store.ErrRevoked) {
+				t.Fatalf("CreateTokenSession of a marked request = %v, want ErrRevoked", err)
+			}
+			if err := s.CreateGrant(t.Context(), grant(tokensession.KindRefreshToken, "refresh-new", "req-1")); !errors.Is(err, store.ErrRevoked) {
+				t.Fatalf("CreateGrant of a marked request = %v, want ErrRevoked", err)
+			}
+		}
+		assertMarked(t)
+		// The access tokens stay, to be listed and published.
+		for _, rec := range sessions {
+			got, err := s.GetTokenSession(t.Context(), rec.Signature)
+			if err != nil {
+				t.Fatalf("GetTokenSession(%s) after marking = %v; want it kept", rec.Signature, err)
+			}
+			assertSession(t, got, rec)
+		}
+		// Idempotent.
+		if err := s.MarkRequestRevoked(t.Context(), "req-1"); err != nil {
+			t.Fatalf("second MarkRequestRevoked = %v", err)
+		}
+		assertMarked(t)
+
+		// RevokeRequest then deletes exactly the sessions marking kept.
+		revoked, err := s.RevokeRequest(t.Context(), "req-1")
+		if err != nil || len(revoked) != 2 {
+			t.Fatalf("RevokeRequest after marking = %+v, %v; want the two sessions", revoked, err)
+		}
+		assertSession(t, revoked[0], sessions[0])
+		assertSession(t, revoked[1], sessions[1])
+		assertMarked(t)
+		if _, err := s.GetTokenSession(t.Context(), "at-2"); err != nil {
+			t.Fatalf("another request's access token went: %v", err)
+		}
+
+		// An unknown request is recorded as revoked too; "" names none.
+		if err := s.MarkRequestRevoked(t.Context(), "req-unknown"); err != nil {
+			t.Fatalf("MarkRequestRevoked(unknown) = %v", err)
+		}
+		if err := s.CreateTokenSession(t.Context(), requestSession("at-late", "jti-late", "req-unknown")); !errors.Is(err, store.ErrRevoked) {
+			t.Fatalf("CreateTokenSession after marking an unknown request = %v, want ErrRevoked", err)
+		}
+		if err := s.MarkRequestRevoked(t.Context(), ""); err == nil {
+			t.Fatal("MarkRequestRevoked(\"\") succeeded")
+		}
+		if err := s.CreateTokenSession(t.Context(), requestSession("at-empty", "jti-empty", "")); err != nil {
+			t.Fatalf("CreateTokenSession without request id after MarkRequestRevoked(\"\") = %v", err)
+		}
+	})
+	t.Run("MarkRequestRevokedRacesRefreshes", func(t *testing.T) {
+		t.Parallel()
+		s := withReportingJob(t)
+		// As RevokeRequestRacesRefreshes, but revoking as a publishing
+		// caller does: mark, list (and publish), then RevokeRequest.
+		// Whatever the interleaving, every access token a refresh stored
+		// must be in the listing, or it would be deleted unpublished, and
+		// nothing of the request may be live afterwards.
+		const rounds, refreshes = 30, 8
+		for round := range rounds {
+			requestID := fmt.Sprintf("req-%d", round)
+			name := func(what string, i int) string { return fmt.Sprintf("%s-%s-%d", requestID, what, i) }
+			for i := range refreshes {
+				if err := s.CreateGrant(t.Context(), grant(tokensession.KindRefreshToken, name("refresh", i), requestID)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.CreateTokenSession(t.Context(), requestSession(name("at", -1), name("jti", -1), requestID)); err != nil {
+				t.Fatal(err)
+			}
+			var (
+				wg        sync.WaitGroup
+				revokeErr error
+				listed    = make(map[string]bool)
+				stored    = make([]bool, refreshes)
+				start     = make(chan struct{})
+			)
+			wg.Go(func() {
+				<-start
+				if revokeErr = s.MarkRequestRevoked(t.Context(), requestID); revokeErr != nil {
+					return
+				}
+				recs, err := s.RequestTokenSessions(t.Context(), requestID)
+				if err != nil {
+					revokeErr = err
+					return
+				}
+				for _, rec := range recs {
+					listed[rec.Signature] = true
+				}
+				_, revokeErr = s.RevokeRequest(t.Context(), requestID)
+			})
+			for i := range refreshes {
+				wg.Go(func() {
+					<-start
+					if s.DeactivateGrant(t.Context(), tokensession.KindRefreshToken, name("refresh", i)) == nil {
+						stored[i] = s.CreateTokenSession(t.Context(), requestSession(name("at", i), name("jti", i), requestID)) == nil
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if revokeErr != nil {
+				t.Fatalf("round %d: revocation = %v", round, revokeErr)
+			}
+			for i := -1; i < refreshes; i++ {
+				if _, err := s.GetTokenSession(t.Context(), name("at", i)); !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("round %d: access token %d of the revoked request is live: GetTokenSession = %v", round, i, err)
+				}
+				if (i < 0 || stored[i]) && !listed[name("at", i)] {
+					t.Fatalf("round %d: access token %d was stored, then deleted without being listed", round, i)
+				}
+			}
+		}
+	})
 	t.Run("RequestIDsForConsent", func(t *testing.T) {
 		t.Parallel()
 		s := withReportingJob(t)
