@@ -67,6 +67,10 @@ type App struct {
 	// it has.
 	stopHousekeeping context.CancelFunc
 	housekeepingDone chan struct{}
+	// stopCompletion ends the loop that completes unfinished revocations;
+	// completionDone closes when it has.
+	stopCompletion context.CancelFunc
+	completionDone chan struct{}
 	// stopFeed ends the revocation log's Postgres listener; feedDone
 	// closes when it has.
 	stopFeed context.CancelFunc
@@ -215,6 +219,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 	a.feed = feedHandler
 	a.startHousekeeping(ctx, st, logger)
+	a.startRevocationCompletion(ctx, st.main, ev, logger, revocationCompletionInterval)
 	metadata, err := discovery.MetadataHandler(discovery.Metadata{
 		Issuer:                            cfg.Issuer,
 		AuthorizationEndpoint:             cfg.Issuer + authorize.Path,
@@ -312,8 +317,9 @@ func h2cTransport() *http.Transport {
 // /healthz, /readyz and /metrics.
 func (a *App) Handler() http.Handler { return a.handler }
 
-// Close stops the key rotation loop, releases the store connection and
-// flushes telemetry.
+// Close stops the background loops (key rotation, pruning, completion of
+// unfinished revocations), releases the store connection and flushes
+// telemetry.
 func (a *App) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
@@ -323,6 +329,10 @@ func (a *App) Close() error {
 	if a.stopHousekeeping != nil {
 		a.stopHousekeeping()
 		<-a.housekeepingDone
+	}
+	if a.stopCompletion != nil {
+		a.stopCompletion()
+		<-a.completionDone
 	}
 	if a.stopKeys != nil {
 		a.stopKeys()

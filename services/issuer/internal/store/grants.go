@@ -51,6 +51,13 @@ type GrantStore interface {
 	// expired or not, ordered by signature, and changes nothing. An empty
 	// requestID is an error.
 	RequestTokenSessions(ctx context.Context, requestID string) ([]tokensession.Record, error)
+	// RevokedRequestsWithSessions returns up to limit ids of revoked
+	// requests (MarkRequestRevoked, RevokeRequest) that still have an access
+	// token session expiring after now, sorted, and changes nothing. These
+	// are revocations that never completed: marked, but their publication
+	// failed and nobody retried, so their access tokens are still valid at
+	// the gateways. A limit below 1 is an error.
+	RevokedRequestsWithSessions(ctx context.Context, now time.Time, limit int) ([]string, error)
 	// RequestRevoked reports whether requestID was revoked (and the record
 	// of it has not expired yet).
 	RequestRevoked(ctx context.Context, requestID string) (bool, error)

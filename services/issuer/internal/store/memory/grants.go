@@ -162,6 +162,23 @@ func (s *Store) RequestTokenSessions(_ context.Context, requestID string) ([]tok
 	return recs, nil
 }
 
+// RevokedRequestsWithSessions implements store.GrantStore.
+func (s *Store) RevokedRequestsWithSessions(_ context.Context, now time.Time, limit int) ([]string, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("memory store: revoked requests with sessions: limit %d", limit)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ids := make(map[string]struct{})
+	for _, rec := range s.sessions {
+		if _, revoked := s.revoked[rec.RequestID]; revoked && rec.ExpiresAt.After(now) {
+			ids[rec.RequestID] = struct{}{}
+		}
+	}
+	sorted := slices.Sorted(maps.Keys(ids))
+	return sorted[:min(len(sorted), limit)], nil
+}
+
 // RequestIDsForConsent implements store.GrantStore. An empty consentID is
 // an error: it would name every authorization that rests on no consent.
 func (s *Store) RequestIDsForConsent(_ context.Context, consentID string) ([]string, error) {

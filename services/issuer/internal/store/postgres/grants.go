@@ -215,6 +215,30 @@ func markRevoked(ctx context.Context, tx pgx.Tx, requestID string) error {
 	return err
 }
 
+// RevokedRequestsWithSessions implements store.GrantStore. It starts from
+// the access token sessions, which hold only tokens of the last access
+// token lifetime, rather than from revoked_requests, which remembers every
+// revocation for at least store.RevocationRetention.
+func (s *Store) RevokedRequestsWithSessions(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("issuer store: revoked requests with sessions: limit %d", limit)
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT DISTINCT s.request_id FROM access_token_sessions s
+		JOIN revoked_requests r ON r.request_id = s.request_id
+		WHERE s.expires_at > $1
+		ORDER BY s.request_id
+		LIMIT $2`, now, limit)
+	if err != nil {
+		return nil, fmt.Errorf("issuer store: revoked requests with sessions: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("issuer store: revoked requests with sessions: %w", err)
+	}
+	return ids, nil
+}
+
 // RequestIDsForConsent implements store.GrantStore. An empty consentID is
 // an error: it would name every authorization that rests on no consent.
 func (s *Store) RequestIDsForConsent(ctx context.Context, consentID string) ([]string, error) {

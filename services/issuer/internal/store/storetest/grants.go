@@ -850,6 +850,87 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 			}
 		}
 	})
+	t.Run("RevokedRequestsWithSessions", func(t *testing.T) {
+		t.Parallel()
+		s := withReportingJob(t)
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		sessions := []struct {
+			signature, requestID string
+			expiresAt            time.Time
+		}{
+			// Revoked with live sessions (req-b twice): listed once each,
+			// sorted.
+			{signature: "at-c", requestID: "req-c", expiresAt: now.Add(time.Minute)},
+			{signature: "at-b1", requestID: "req-b", expiresAt: now.Add(time.Minute)},
+			{signature: "at-b2", requestID: "req-b", expiresAt: now.Add(time.Minute)},
+			{signature: "at-a", requestID: "req-a", expiresAt: now.Add(time.Minute)},
+			// Revoked, but its only session has expired, or expires at
+			// now: nothing left to refuse.
+			{signature: "at-expired", requestID: "req-expired", expiresAt: now.Add(-time.Minute)},
+			{signature: "at-boundary", requestID: "req-boundary", expiresAt: now},
+			// Revoked and completed: RevokeRequest deleted its sessions.
+			{signature: "at-done", requestID: "req-done", expiresAt: now.Add(time.Minute)},
+			// Live, not revoked.
+			{signature: "at-active", requestID: "req-active", expiresAt: now.Add(time.Minute)},
+		}
+		for _, sess := range sessions {
+			rec := requestSession(sess.signature, "jti-"+sess.signature, sess.requestID)
+			rec.ExpiresAt = sess.expiresAt
+			if err := s.CreateTokenSession(t.Context(), rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, id := range []string{"req-c", "req-b", "req-a", "req-expired", "req-boundary", "req-done", "req-no-sessions"} {
+			if err := s.MarkRequestRevoked(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.RevokeRequest(t.Context(), "req-done"); err != nil {
+			t.Fatal(err)
+		}
+
+		tests := []struct {
+			limit int
+			want  []string
+		}{
+			{limit: 100, want: []string{"req-a", "req-b", "req-c"}},
+			{limit: 3, want: []string{"req-a", "req-b", "req-c"}},
+			{limit: 2, want: []string{"req-a", "req-b"}},
+			{limit: 1, want: []string{"req-a"}},
+		}
+		for _, tc := range tests {
+			got, err := s.RevokedRequestsWithSessions(t.Context(), now, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("RevokedRequestsWithSessions(now, %d) = %v, want %v", tc.limit, got, tc.want)
+			}
+		}
+		// Listing changes nothing.
+		for _, sess := range sessions {
+			_, err := s.GetTokenSession(t.Context(), sess.signature)
+			if gone := errors.Is(err, store.ErrNotFound); gone != (sess.requestID == "req-done") {
+				t.Errorf("GetTokenSession(%s) after listing = %v", sess.signature, err)
+			}
+		}
+		// Later, every session has expired.
+		if got, err := s.RevokedRequestsWithSessions(t.Context(), now.Add(time.Minute), 100); err != nil || len(got) != 0 {
+			t.Errorf("RevokedRequestsWithSessions(now+1m) = %v, %v; want none", got, err)
+		}
+		// A completed revocation leaves the list.
+		if _, err := s.RevokeRequest(t.Context(), "req-a"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.RevokedRequestsWithSessions(t.Context(), now, 100); err != nil || !slices.Equal(got, []string{"req-b", "req-c"}) {
+			t.Errorf("RevokedRequestsWithSessions after RevokeRequest(req-a) = %v, %v; want [req-b req-c]", got, err)
+		}
+		for _, limit := range []int{0, -1} {
+			if got, err := s.RevokedRequestsWithSessions(t.Context(), now, limit); err == nil {
+				t.Errorf("RevokedRequestsWithSessions(now, %d) = %v, want an error", limit, got)
+			}
+		}
+	})
 	t.Run("RequestIDsForConsent", func(t *testing.T) {
 		t.Parallel()
 		s := withReportingJob(t)
