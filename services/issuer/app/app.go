@@ -63,14 +63,9 @@ type App struct {
 	recorder *audit.Recorder
 	// feed serves the revocation feed; Close ends its streams.
 	feed *feed.Handler
-	// stopHousekeeping ends the pruning loop; housekeepingDone closes when
-	// it has.
-	stopHousekeeping context.CancelFunc
-	housekeepingDone chan struct{}
-	// stopCompletion ends the loop that completes unfinished revocations;
-	// completionDone closes when it has.
-	stopCompletion context.CancelFunc
-	completionDone chan struct{}
+	// housekeeping prunes expired records; completion completes
+	// unfinished revocations.
+	housekeeping, completion *loop
 	// stopFeed ends the revocation log's Postgres listener; feedDone
 	// closes when it has.
 	stopFeed context.CancelFunc
@@ -326,14 +321,8 @@ func (a *App) Close() error {
 	if a.feed != nil {
 		a.feed.Close()
 	}
-	if a.stopHousekeeping != nil {
-		a.stopHousekeeping()
-		<-a.housekeepingDone
-	}
-	if a.stopCompletion != nil {
-		a.stopCompletion()
-		<-a.completionDone
-	}
+	a.housekeeping.Stop()
+	a.completion.Stop()
 	if a.stopKeys != nil {
 		a.stopKeys()
 		<-a.keysDone
@@ -422,11 +411,36 @@ const revocationLeeway = 5 * time.Minute
 // assertion jtis and revocation events every housekeepingInterval, until
 // Close.
 func (a *App) startHousekeeping(ctx context.Context, st stores, logger *slog.Logger) {
+	a.housekeeping = runEvery(ctx, housekeepingInterval, func(ctx context.Context) {
+		now := time.Now()
+		grants, err := st.main.DeleteExpiredGrants(ctx, now)
+		if err != nil {
+			logger.ErrorContext(ctx, "pruning expired grants failed", slog.Any("error", err))
+		}
+		events, err := st.revocations.DeleteExpired(ctx, now.Add(-revocationLeeway))
+		if err != nil {
+			logger.ErrorContext(ctx, "pruning expired revocation events failed", slog.Any("error", err))
+		}
+		if grants+int(events) > 0 {
+			logger.DebugContext(ctx, "expired records pruned", slog.Int("grants", grants), slog.Int64("revocation_events", events))
+		}
+	})
+}
+
+// loop is a background loop of the issuer's (see runEvery).
+type loop struct {
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// runEvery runs round every interval, on a context that outlives ctx's
+// cancellation and ends with Stop.
+func runEvery(ctx context.Context, interval time.Duration, round func(ctx context.Context)) *loop {
 	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	a.stopHousekeeping, a.housekeepingDone = stop, make(chan struct{})
+	l := &loop{stop: stop, done: make(chan struct{})}
 	go func() {
-		defer close(a.housekeepingDone)
-		ticker := time.NewTicker(housekeepingInterval)
+		defer close(l.done)
+		ticker := time.NewTicker(interval)
 		defer ticker.Stop()
 		for {
 			select {
@@ -434,20 +448,20 @@ func (a *App) startHousekeeping(ctx context.Context, st stores, logger *slog.Log
 				return
 			case <-ticker.C:
 			}
-			now := time.Now()
-			grants, err := st.main.DeleteExpiredGrants(loopCtx, now)
-			if err != nil {
-				logger.ErrorContext(loopCtx, "pruning expired grants failed", slog.Any("error", err))
-			}
-			events, err := st.revocations.DeleteExpired(loopCtx, now.Add(-revocationLeeway))
-			if err != nil {
-				logger.ErrorContext(loopCtx, "pruning expired revocation events failed", slog.Any("error", err))
-			}
-			if grants+int(events) > 0 {
-				logger.DebugContext(loopCtx, "expired records pruned", slog.Int("grants", grants), slog.Int64("revocation_events", events))
-			}
+			round(loopCtx)
 		}
 	}()
+	return l
+}
+
+// Stop ends the loop and waits for its round in progress; a nil loop (one
+// never started) is fine.
+func (l *loop) Stop() {
+	if l == nil {
+		return
+	}
+	l.stop()
+	<-l.done
 }
 
 // stores are the issuer's stores on one backend.

@@ -41,29 +41,17 @@ const (
 // revocation runs, and a reused refresh token is retried only if the
 // family is presented again. This loop finishes those revocations.
 func (a *App) startRevocationCompletion(ctx context.Context, grants store.GrantStore, observer token.Observer, logger *slog.Logger, interval time.Duration) {
-	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	a.stopCompletion, a.completionDone = stop, make(chan struct{})
-	go func() {
-		defer close(a.completionDone)
-		ticker := time.NewTicker(interval)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-loopCtx.Done():
-				return
-			case <-ticker.C:
-			}
-			roundCtx, cancel := context.WithTimeout(loopCtx, revocationCompletionTimeout)
-			n, err := completeRevocations(roundCtx, grants, observer, time.Now(), revocationCompletionBatch)
-			cancel()
-			if n > 0 {
-				logger.InfoContext(loopCtx, "unfinished revocations completed", slog.Int("grants", n))
-			}
-			if err != nil && loopCtx.Err() == nil {
-				logger.ErrorContext(loopCtx, "completing unfinished revocations failed", slog.Any("error", err))
-			}
+	a.completion = runEvery(ctx, interval, func(ctx context.Context) {
+		roundCtx, cancel := context.WithTimeout(ctx, revocationCompletionTimeout)
+		n, err := completeRevocations(roundCtx, grants, observer, time.Now(), revocationCompletionBatch)
+		cancel()
+		if n > 0 {
+			logger.InfoContext(ctx, "unfinished revocations completed", slog.Int("grants", n))
 		}
-	}()
+		if err != nil && ctx.Err() == nil {
+			logger.ErrorContext(ctx, "completing unfinished revocations failed", slog.Any("error", err))
+		}
+	})
 }
 
 // completeRevocations finishes up to limit revocations left unfinished:

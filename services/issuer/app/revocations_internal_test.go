@@ -141,9 +141,9 @@ func TestConsentWithdrawalCompletedInBackground(t *testing.T) {
 			return
 		}
 		stopped = true
-		a.stopCompletion()
+		a.completion.stop()
 		select {
-		case <-a.completionDone:
+		case <-a.completion.done:
 		case <-time.After(10 * time.Second):
 			t.Fatal("the completion loop did not stop")
 		}
