@@ -402,20 +402,7 @@ func (o *flakyObserver) summary() []string {
 // publish: 200, and no gateway ever told.
 func TestRefreshTokenRevocationIsNeverLostToAFailedPublication(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	obs := &flakyObserver{}
-	var cfg token.Config
-	s := serveOAuth(t, h, h.store, func(c *token.Config) { c.Observer = obs; cfg = *c })
-	oc, first := s.codeGrant(t, cfg)
-	second, err := s.refresh(t, oc, first.RefreshToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, c1 := s.claims(t, first.AccessToken)
-	_, c2 := s.claims(t, second.AccessToken)
-	jtis := []string{c1["jti"].(string), c2["jti"].(string)}
-	slices.Sort(jtis)
-	want := []string{token.RevocationRefreshFamily + " " + strings.Join(jtis, ",")}
+	s, obs, oc, first, second, want := refreshedFamily(t)
 	form := url.Values{"token": {second.RefreshToken}, "token_type_hint": {"refresh_token"}, "client_id": {"invoice-web"}}
 
 	assertOAuthError(t, s.post(t, token.RevocationPath, "", form), http.StatusServiceUnavailable, "temporarily_unavailable")
@@ -456,20 +443,7 @@ func TestRefreshTokenRevocationIsNeverLostToAFailedPublication(t *testing.T) {
 // nothing more (no flooding).
 func TestReuseRevocationIsNeverLostToAFailedPublication(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	obs := &flakyObserver{}
-	var cfg token.Config
-	s := serveOAuth(t, h, h.store, func(c *token.Config) { c.Observer = obs; cfg = *c })
-	oc, first := s.codeGrant(t, cfg)
-	second, err := s.refresh(t, oc, first.RefreshToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, c1 := s.claims(t, first.AccessToken)
-	_, c2 := s.claims(t, second.AccessToken)
-	jtis := []string{c1["jti"].(string), c2["jti"].(string)}
-	slices.Sort(jtis)
-	want := []string{token.RevocationRefreshFamily + " " + strings.Join(jtis, ",")}
+	s, obs, oc, first, second, want := refreshedFamily(t)
 
 	if _, err := s.refresh(t, oc, first.RefreshToken); err == nil {
 		t.Fatal("a reused refresh token was redeemed")
@@ -589,4 +563,25 @@ func TestClientAuthenticationStoreDown(t *testing.T) {
 			assertOAuthError(t, s.post(t, tc.path, tc.auth, tc.form(t)), http.StatusServiceUnavailable, "temporarily_unavailable")
 		})
 	}
+}
+
+// refreshedFamily serves the endpoints with a flakyObserver, signs in by
+// the code grant and refreshes once; want is the one publication that
+// revoking the family must make: its two access tokens.
+func refreshedFamily(t *testing.T) (s *oauthServer, obs *flakyObserver, oc *xoauth2.Config, first, second *xoauth2.Token, want []string) {
+	t.Helper()
+	h := newHarness(t)
+	obs = &flakyObserver{}
+	var cfg token.Config
+	s = serveOAuth(t, h, h.store, func(c *token.Config) { c.Observer = obs; cfg = *c })
+	oc, first = s.codeGrant(t, cfg)
+	second, err := s.refresh(t, oc, first.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c1 := s.claims(t, first.AccessToken)
+	_, c2 := s.claims(t, second.AccessToken)
+	jtis := []string{c1["jti"].(string), c2["jti"].(string)}
+	slices.Sort(jtis)
+	return s, obs, oc, first, second, []string{token.RevocationRefreshFamily + " " + strings.Join(jtis, ",")}
 }
