@@ -578,15 +578,7 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 		const rounds, refreshes = 50, 8
 		for round := range rounds {
 			requestID := fmt.Sprintf("req-%d", round)
-			name := func(what string, i int) string { return fmt.Sprintf("%s-%s-%d", requestID, what, i) }
-			for i := range refreshes {
-				if err := s.CreateGrant(t.Context(), grant(tokensession.KindRefreshToken, name("refresh", i), requestID)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := s.CreateTokenSession(t.Context(), requestSession(name("at", -1), name("jti", -1), requestID)); err != nil {
-				t.Fatal(err)
-			}
+			name := seedRefreshes(t, s, requestID, refreshes)
 			refresh := func(i int) error {
 				if err := s.DeactivateGrant(t.Context(), tokensession.KindRefreshToken, name("refresh", i)); err != nil {
 					return err
@@ -796,15 +788,7 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 		const rounds, refreshes = 30, 8
 		for round := range rounds {
 			requestID := fmt.Sprintf("req-%d", round)
-			name := func(what string, i int) string { return fmt.Sprintf("%s-%s-%d", requestID, what, i) }
-			for i := range refreshes {
-				if err := s.CreateGrant(t.Context(), grant(tokensession.KindRefreshToken, name("refresh", i), requestID)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := s.CreateTokenSession(t.Context(), requestSession(name("at", -1), name("jti", -1), requestID)); err != nil {
-				t.Fatal(err)
-			}
+			name := seedRefreshes(t, s, requestID, refreshes)
 			var (
 				wg        sync.WaitGroup
 				revokeErr error
@@ -1206,6 +1190,24 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 			})
 		}
 	})
+}
+
+// seedRefreshes stores, for requestID, refreshes refresh tokens and one
+// access token for a race round, and returns the namer of the round's
+// records: name("refresh", i), name("at", i) (the seeded one is -1),
+// name("jti", i).
+func seedRefreshes(t *testing.T, s GrantBackend, requestID string, refreshes int) func(what string, i int) string {
+	t.Helper()
+	name := func(what string, i int) string { return fmt.Sprintf("%s-%s-%d", requestID, what, i) }
+	for i := range refreshes {
+		if err := s.CreateGrant(t.Context(), grant(tokensession.KindRefreshToken, name("refresh", i), requestID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateTokenSession(t.Context(), requestSession(name("at", -1), name("jti", -1), requestID)); err != nil {
+		t.Fatal(err)
+	}
+	return name
 }
 
 // grant returns a valid, active grant record for reporting-job whose
