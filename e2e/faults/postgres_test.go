@@ -424,7 +424,7 @@ func checkRevocationsKept(ctx context.Context, t *testing.T, db *pgx.Conn, gatew
 	if lost > 0 {
 		t.Errorf("%d of %d revocations answered 200 never reached the gateway", lost, len(revoked))
 	}
-	t.Logf("%d revocations answered 200; %d of them needed more than one attempt", len(revoked), countRetried(revoked))
+	t.Logf("%d revocations answered 200; %d of them needed more than one attempt", len(revoked), countWhere(revoked, func(r revokedToken) bool { return r.retried }))
 }
 
 // checkConsentKept: the consent granted just before the restart is still
@@ -500,16 +500,6 @@ type revokedToken struct {
 	// history lists the answers to every attempt, the last one 200.
 	history []string
 	retried bool
-}
-
-func countRetried(rs []revokedToken) int {
-	n := 0
-	for _, r := range rs {
-		if r.retried {
-			n++
-		}
-	}
-	return n
 }
 
 // startIssuerLoad starts pgTokenWorkers token workers and one revoking

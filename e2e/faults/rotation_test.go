@@ -170,7 +170,7 @@ func TestSigningKeyRotationUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests (%d reused the pre-rotation token): %d failed; succeeded: %d before the switch, %d after (%d of them with the pre-rotation token); %d with the old kid, %d with the new",
-		len(all), countReused(all), len(failed), before, after, reusedAfter, okOld, okNew)
+		len(all), countWhere(all, func(r result) bool { return r.reused }), len(failed), before, after, reusedAfter, okOld, okNew)
 	if len(failed) > 0 {
 		t.Errorf("%d of %d requests failed during the rotation, want none; the first ones:", len(failed), len(all))
 		for _, r := range failed[:min(len(failed), 5)] {
@@ -225,10 +225,11 @@ type result struct {
 	err error
 }
 
-func countReused(rs []result) int {
+// countWhere counts the elements of xs for which keep holds.
+func countWhere[T any](xs []T, keep func(T) bool) int {
 	n := 0
-	for _, r := range rs {
-		if r.reused {
+	for _, x := range xs {
+		if keep(x) {
 			n++
 		}
 	}
