@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
+	"github.com/gatehouse/gatehouse/e2e/stack"
 	"github.com/gatehouse/gatehouse/libs/enforce/reason"
 	invoicev1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1"
 	"github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1/invoicev1connect"
@@ -587,30 +588,26 @@ func setGatewayScopes(ctx context.Context, dsn string, scopes []string) error {
 }
 
 func gatewayClientRow(ctx context.Context, dsn, sql string, args ...any) ([]string, error) {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	var scopes []string
-	if err := conn.QueryRow(ctx, sql, args...).Scan(&scopes); err != nil {
-		return nil, fmt.Errorf("the gateway's client: %w", err)
-	}
-	return scopes, nil
+	err := stack.WithConn(ctx, dsn, func(conn *pgx.Conn) error {
+		if err := conn.QueryRow(ctx, sql, args...).Scan(&scopes); err != nil {
+			return fmt.Errorf("the gateway's client: %w", err)
+		}
+		return nil
+	})
+	return scopes, err
 }
 
 // revocationCursor is the cursor of the revocation event that lists jti.
 func revocationCursor(ctx context.Context, dsn, jti string) (int64, error) {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	var cursor int64
-	if err := conn.QueryRow(ctx, `SELECT cursor FROM revocation_events WHERE $1 = ANY(jtis)`, jti).Scan(&cursor); err != nil {
-		return 0, fmt.Errorf("the revocation event of jti %s: %w", jti, err)
-	}
-	return cursor, nil
+	err := stack.WithConn(ctx, dsn, func(conn *pgx.Conn) error {
+		if err := conn.QueryRow(ctx, `SELECT cursor FROM revocation_events WHERE $1 = ANY(jtis)`, jti).Scan(&cursor); err != nil {
+			return fmt.Errorf("the revocation event of jti %s: %w", jti, err)
+		}
+		return nil
+	})
+	return cursor, err
 }
 
 // mustToken gets a client_credentials token of c.

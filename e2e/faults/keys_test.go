@@ -126,14 +126,5 @@ func expireNow(ctx context.Context, kid string) error {
 }
 
 func withIssuerDB(ctx context.Context, f func(*pgx.Conn) error) error {
-	dsn, err := gh.DatabaseURL(ctx, "issuer")
-	if err != nil {
-		return err
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // a short session
-	return f(conn)
+	return gh.WithDB(ctx, "issuer", f)
 }

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gatehouse/gatehouse/e2e/stack"
 	"github.com/gatehouse/gatehouse/libs/enforce"
 	"github.com/gatehouse/gatehouse/libs/enforce/reason"
 	invoicev1 "github.com/gatehouse/gatehouse/proto/gen/gatehouse/invoice/v1"
@@ -702,21 +703,19 @@ type invoiceRow struct{ customer, status string }
 // invoiceRows reads every invoice of the invoice database, by id: the
 // ground truth, not filtered by any policy.
 func invoiceRows(ctx context.Context, dsn string) (map[string]invoiceRow, error) {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return nil, fmt.Errorf("invoice database: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // a read-only session
-	rows, err := conn.Query(ctx, "SELECT id, customer, status FROM invoices")
-	if err != nil {
-		return nil, fmt.Errorf("invoice database: %w", err)
-	}
 	out := map[string]invoiceRow{}
-	var id string
-	var r invoiceRow
-	_, err = pgx.ForEachRow(rows, []any{&id, &r.customer, &r.status}, func() error {
-		out[id] = r
-		return nil
+	err := stack.WithConn(ctx, dsn, func(conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, "SELECT id, customer, status FROM invoices")
+		if err != nil {
+			return err
+		}
+		var id string
+		var r invoiceRow
+		_, err = pgx.ForEachRow(rows, []any{&id, &r.customer, &r.status}, func() error {
+			out[id] = r
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("invoice database: %w", err)

@@ -687,13 +687,12 @@ func grantConsent(ctx context.Context, dsn string) (*grantedConsent, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	ids, err := queryStrings(ctx, conn, `SELECT id FROM consents
-		WHERE subject = $1 AND client_id = 'invoice-web' AND granted_at >= $2 AND withdrawn_at IS NULL`, claims.Sub, signedIn.Add(-time.Second))
+	var ids []string
+	err = stack.WithConn(ctx, dsn, func(conn *pgx.Conn) error {
+		ids, err = queryStrings(ctx, conn, `SELECT id FROM consents
+			WHERE subject = $1 AND client_id = 'invoice-web' AND granted_at >= $2 AND withdrawn_at IS NULL`, claims.Sub, signedIn.Add(-time.Second))
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -75,15 +75,26 @@ func (s *Stack) IssuerKey(ctx context.Context, kid string) (key *ecdsa.PrivateKe
 
 // withIssuerDB runs f on a connection to the issuer's database.
 func (s *Stack) withIssuerDB(ctx context.Context, f func(*pgx.Conn) error) error {
-	dsn, err := s.DatabaseURL(ctx, "issuer")
+	return s.WithDB(ctx, "issuer", f)
+}
+
+// WithDB runs f on a connection to one of the stack's databases (see
+// DatabaseURL), closed when f returns.
+func (s *Stack) WithDB(ctx context.Context, db string, f func(*pgx.Conn) error) error {
+	dsn, err := s.DatabaseURL(ctx, db)
 	if err != nil {
 		return err
 	}
+	return WithConn(ctx, dsn, f)
+}
+
+// WithConn runs f on a connection to dsn, closed when f returns.
+func WithConn(ctx context.Context, dsn string, f func(*pgx.Conn) error) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return fmt.Errorf("issuer database: %w", err)
+		return fmt.Errorf("database: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // a read-only session
+	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // nothing to do about a failed close
 	return f(conn)
 }
 
