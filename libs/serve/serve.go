@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -156,7 +155,7 @@ func WithBodyDeadline(h http.Handler, d time.Duration) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 		h.ServeHTTP(w, r)
 	})
 }
@@ -164,14 +163,16 @@ func WithBodyDeadline(h http.Handler, d time.Duration) http.Handler {
 // deadlineBody lifts its read deadline at the end of the body.
 type deadlineBody struct {
 	io.ReadCloser
-	once sync.Once
-	lift func()
+	rc     *http.ResponseController
+	lifted bool
 }
 
+// Read is called by one goroutine at a time, as every io.Reader.
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if errors.Is(err, io.EOF) {
-		b.once.Do(b.lift)
+	if !b.lifted && errors.Is(err, io.EOF) {
+		b.lifted = true
+		_ = b.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
 }

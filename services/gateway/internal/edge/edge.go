@@ -192,8 +192,8 @@ func (h *Handler) newProxy(target *url.URL) *httputil.ReverseProxy {
 				pr.Out.Header.Set(enforce.HeaderTenant, claims.Tenant)
 				pr.Out.Header.Set(enforce.HeaderClientID, claims.ClientID)
 			}
-			if id, ok := requestIDFrom(pr.In.Context()); ok {
-				pr.Out.Header.Set(enforce.HeaderRequestID, id)
+			if f, ok := forwardedFrom(pr.In.Context()); ok {
+				pr.Out.Header.Set(enforce.HeaderRequestID, f.requestID)
 			}
 		},
 		Transport: h.cfg.Transport,
@@ -209,7 +209,7 @@ func (h *Handler) newProxy(target *url.URL) *httputil.ReverseProxy {
 			// The client's fault, not the upstream's: its body broke off or
 			// did not arrive within the server's body deadline
 			// (libs/serve).
-			if body, ok := r.Context().Value(clientBodyKey{}).(*clientBody); ok && body.failed.Load() {
+			if f, ok := forwardedFrom(r.Context()); ok && f.body.failed.Load() {
 				h.writeError(w, r, enforce.Error(r.Context(), connect.CodeInvalidArgument, reason.InvalidRequest,
 					"the request body was not received in full in time"))
 				return
@@ -228,11 +228,6 @@ type clientBody struct {
 	io.ReadCloser
 	failed atomic.Bool
 }
-
-// clientBodyKey is the context key of the request's *clientBody: the
-// proxy hands its error handler the outgoing request, whose body may not
-// be ours.
-type clientBodyKey struct{}
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
@@ -337,9 +332,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	body := &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)}
-	r = r.WithContext(context.WithValue(withRequestID(enforce.WithClaims(ctx, claims), requestID), clientBodyKey{}, body))
-	r.Body = body
+	f := &forwarded{requestID: requestID, body: clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)}}
+	r = r.WithContext(context.WithValue(enforce.WithClaims(ctx, claims), forwardedKey{}, f))
+	r.Body = &f.body
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	h.proxies[rt.Upstream].ServeHTTP(sw, r)
 	log.InfoContext(ctx, "request", slog.String("action", rt.Action), slog.String("reason_code", decision.ReasonCode),
@@ -436,15 +431,20 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 }
 
-type requestIDKey struct{}
-
-func withRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, id)
+// forwarded is what the proxy's hooks need of a request it forwards, in
+// one context value: the request id (Rewrite sends it upstream) and the
+// body (the error handler, which gets the outgoing request, tells a body
+// that broke off from a failing upstream).
+type forwarded struct {
+	requestID string
+	body      clientBody
 }
 
-func requestIDFrom(ctx context.Context) (string, bool) {
-	id, ok := ctx.Value(requestIDKey{}).(string)
-	return id, ok
+type forwardedKey struct{}
+
+func forwardedFrom(ctx context.Context) (*forwarded, bool) {
+	f, ok := ctx.Value(forwardedKey{}).(*forwarded)
+	return f, ok
 }
 
 // statusWriter records the status code for the access log. It keeps
