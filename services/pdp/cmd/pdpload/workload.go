@@ -126,9 +126,19 @@ func generate(seed uint64, n int, now time.Time) ([]decision.Request, error) {
 	return reqs, nil
 }
 
+// stepUpShare is the percentage of requests that are an approver
+// approving one invoice of their tenant through invoice-web: the policy's
+// step-up path, whose answer depends on the request time (the PDP's cache
+// keeps such decisions for their second only). The mix above yields almost
+// none of them.
+const stepUpShare = 5
+
 // draw returns one random request made around now.
 func draw(rng *rand.Rand, now time.Time) decision.Request {
 	tenant := pick(rng, tenants)
+	if rng.IntN(100) < stepUpShare {
+		return drawApproval(rng, now, tenant)
+	}
 	var p decision.Principal
 	if rng.IntN(100) < 20 {
 		c := pick(rng, serviceClients)
@@ -143,11 +153,7 @@ func draw(rng *rand.Rand, now time.Time) decision.Request {
 			Scopes:   pick(rng, c.scopes),
 			ACR:      pick(rng, acrs),
 		}
-		age := staleAge + time.Duration(rng.IntN(7*3600))*time.Second
-		if rng.IntN(10) < 3 {
-			age = time.Duration(rng.IntN(int(freshAge/time.Second))) * time.Second
-		}
-		p.AuthTime = now.Add(-age).Truncate(time.Second)
+		p.AuthTime = now.Add(-signInAge(rng)).Truncate(time.Second)
 		// A support agent acting as a customer (token exchange).
 		if c.id == "support-console" && rng.IntN(100) < 25 {
 			p.ActorChain = []decision.Actor{{Subject: fmt.Sprintf("agent-%s-%d", tenant, rng.IntN(5)), ClientID: c.id}}
@@ -181,6 +187,41 @@ func draw(rng *rand.Rand, now time.Time) decision.Request {
 		Resource:  r,
 		Context:   decision.RequestContext{SourceIP: fmt.Sprintf("10.%d.%d.%d", rng.IntN(4), rng.IntN(256), 1+rng.IntN(254))},
 	}
+}
+
+// drawApproval returns an approver's approval of one invoice of their
+// tenant, signed in with pwd or mfa, recently or long ago, for an amount
+// below or (four in five) above the step-up threshold: allowed, or denied
+// with step_up_required.
+func drawApproval(rng *rand.Rand, now time.Time, tenant string) decision.Request {
+	return decision.Request{
+		Principal: decision.Principal{
+			Subject:  fmt.Sprintf("user-%s-%02d", tenant, rng.IntN(usersPerTenant)),
+			ClientID: "invoice-web",
+			Tenant:   tenant,
+			Roles:    []string{"billing_approver"},
+			Scopes:   []string{"openid", "invoice:read", "invoice:write", "invoice:approve"},
+			ACR:      pick(rng, acrs),
+			AuthTime: now.Add(-signInAge(rng)).Truncate(time.Second),
+		},
+		Action: "invoice:approve",
+		Resource: decision.Resource{
+			Type:       "invoice",
+			ID:         "inv-" + strconv.Itoa(1000+rng.IntN(5000)),
+			Tenant:     tenant,
+			Attributes: map[string]any{"amount_cents": int64(100 * rng.IntN(50000)), "status": "draft"},
+		},
+		Context: decision.RequestContext{SourceIP: fmt.Sprintf("10.%d.%d.%d", rng.IntN(4), rng.IntN(256), 1+rng.IntN(254))},
+	}
+}
+
+// signInAge is how long ago a user signed in: at most freshAge (three in
+// ten) or at least staleAge.
+func signInAge(rng *rand.Rand) time.Duration {
+	if rng.IntN(10) < 3 {
+		return time.Duration(rng.IntN(int(freshAge/time.Second))) * time.Second
+	}
+	return staleAge + time.Duration(rng.IntN(7*3600))*time.Second
 }
 
 func pick[T any](rng *rand.Rand, from []T) T { return from[rng.IntN(len(from))] }

@@ -2,6 +2,7 @@ package catalog_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/libs/audit"
 	auditmemory "github.com/gatehouse/gatehouse/libs/audit/memory"
@@ -285,4 +287,96 @@ func TestCorpusCatchesRegressions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// recordingEvaluator passes evaluations through and keeps the last
+// decision, which carries what the handler's answer does not: whether the
+// engine found it independent of the request time.
+type recordingEvaluator struct {
+	decision.Evaluator
+	last decision.Decision
+}
+
+func (r *recordingEvaluator) Evaluate(ctx context.Context, req decision.Request) (decision.Decision, error) {
+	d, err := r.Evaluator.Evaluate(ctx, req)
+	r.last = d
+	return d, err
+}
+
+// TestCorpusTimeIndependence checks the engine's claim the decision cache
+// relies on: every scenario it decides independently of the request time
+// is decided the same at any other time, and without one. The scenarios
+// whose answer the time changes (the approval step-up) must be found
+// dependent.
+func TestCorpusTimeIndependence(t *testing.T) {
+	t.Parallel()
+	engine, err := policy.Compile(t.Context(), repositoryBundle(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingEvaluator{Evaluator: engine}
+	svc, err := decision.NewService(decision.Options{
+		Router:  decision.Fixed{Evaluator: rec},
+		Audit:   audit.NewSyncEmitter(auditmemory.New()),
+		Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := decisionrpc.NewHandler(svc) // one request at a time: rec is not locked
+	ask := func(sc scenario, at *timestamppb.Timestamp) (*authzv1.CheckResponse, decision.Decision) {
+		t.Helper()
+		req := proto.CloneOf(sc.request)
+		if req.Context == nil {
+			req.Context = &authzv1.RequestContext{}
+		}
+		req.Context.Time = at
+		rec.last = decision.Decision{}
+		resp, err := h.Check(t.Context(), connect.NewRequest(req))
+		if err != nil {
+			t.Fatalf("%s: Check: %v", sc.name, err)
+		}
+		got := resp.Msg
+		got.Message, got.DecisionId = "", ""
+		return got, rec.last
+	}
+	mustDepend := map[string]bool{
+		"alice_approves_large_invoice_after_fresh_mfa": true,
+		"alice_approves_large_invoice_with_stale_mfa":  true,
+	}
+	independent := 0
+	for _, sc := range loadCorpus(t) {
+		recorded := sc.request.GetContext().GetTime()
+		first, d := ask(sc, recorded)
+		if d.State == decision.Unspecified {
+			continue // refused before any policy saw it (invalid input)
+		}
+		if !d.TimeIndependent {
+			delete(mustDepend, sc.name)
+			continue
+		}
+		independent++
+		if mustDepend[sc.name] {
+			t.Errorf("%s: decided independently of the time, but its answer depends on it", sc.name)
+		}
+		base := recorded.AsTime()
+		if recorded == nil {
+			base = time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+		}
+		for _, shift := range []time.Duration{time.Second, time.Hour, 24 * time.Hour, -24 * time.Hour, 400 * 24 * time.Hour} {
+			if got, _ := ask(sc, timestamppb.New(base.Add(shift))); !proto.Equal(got, first) {
+				t.Errorf("%s: time-independent, yet %s later it is decided %s, not %s", sc.name, shift, protojson.Format(got), protojson.Format(first))
+			}
+		}
+		if got, _ := ask(sc, nil); !proto.Equal(got, first) {
+			t.Errorf("%s: time-independent, yet without a time it is decided %s, not %s", sc.name, protojson.Format(got), protojson.Format(first))
+		}
+	}
+	if len(mustDepend) > 0 {
+		t.Errorf("not found dependent on the time: %v", mustDepend)
+	}
+	if independent == 0 {
+		t.Error("no scenario was decided independently of the time")
+	}
+	t.Logf("%d scenarios decided independently of the time", independent)
 }

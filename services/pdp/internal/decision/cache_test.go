@@ -79,10 +79,72 @@ func TestCacheHitsOnlyTheSameQuestion(t *testing.T) {
 	}
 }
 
+// TestCacheKeepsTimeIndependentDecisions: a decision its evaluator calls
+// independent of the request time answers the same question at any other
+// time (and without one); any other decision answers its second only.
+func TestCacheKeepsTimeIndependentDecisions(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)
+	ask := func(when time.Time) decision.Request {
+		r := valid()
+		r.Context = decision.RequestContext{RequestID: "req-1", Time: when}
+		return r
+	}
+	tests := []struct {
+		name            string
+		timeIndependent bool
+		then            time.Time
+		wantHit         bool
+	}{
+		{"independent, same second", true, at.Add(900 * time.Millisecond), true},
+		{"independent, next second", true, at.Add(time.Second), true},
+		{"independent, a day later", true, at.Add(24 * time.Hour), true},
+		{"independent, no time", true, time.Time{}, true},
+		{"dependent, same second", false, at.Add(900 * time.Millisecond), true},
+		{"dependent, next second", false, at.Add(time.Second), false},
+		{"dependent, a second earlier", false, at.Add(-time.Second), false},
+		{"dependent, no time", false, time.Time{}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			eval := &fakeEvaluator{d: decision.Decision{State: decision.Allow, ReasonCode: reason.Allowed, TimeIndependent: tc.timeIndependent}}
+			cache := newCache(t, 100)
+			f := newFixture(t, decision.Options{Router: decision.Fixed{Evaluator: eval}, Cache: cache})
+			f.svc.Decide(t.Context(), ask(at))
+			f.svc.Decide(t.Context(), ask(tc.then))
+			if hit := eval.calls.Load() == 1; hit != tc.wantHit {
+				t.Errorf("cache hit = %v, want %v (evaluations: %d)", hit, tc.wantHit, eval.calls.Load())
+			}
+			// A dependent decision is kept under its second, with a note
+			// under the time-free key: a repeat in either second hits.
+			f.svc.Decide(t.Context(), ask(at))
+			f.svc.Decide(t.Context(), ask(tc.then))
+			if want := 2 - btoi(tc.wantHit); eval.calls.Load() != int64(want) {
+				t.Errorf("after repeating both questions: evaluations = %d, want %d", eval.calls.Load(), want)
+			}
+			wantLen := 1
+			if !tc.timeIndependent {
+				wantLen = 1 + 2 - btoi(tc.wantHit) // the note and each second's decision
+			}
+			if cache.Len() != wantLen {
+				t.Errorf("cache holds %d entries, want %d", cache.Len(), wantLen)
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func TestCacheKeyedByPolicyVersion(t *testing.T) {
 	t.Parallel()
-	v1 := &fakeEvaluator{version: "v1", d: decision.Decision{State: decision.Allow, ReasonCode: reason.Allowed}}
-	v2 := &fakeEvaluator{version: "v2", d: decision.Decision{State: decision.Deny, ReasonCode: reason.RoleNotPermitted}}
+	v1 := &fakeEvaluator{version: "v1", d: decision.Decision{State: decision.Allow, ReasonCode: reason.Allowed, TimeIndependent: true}}
+	v2 := &fakeEvaluator{version: "v2", d: decision.Decision{State: decision.Deny, ReasonCode: reason.RoleNotPermitted, TimeIndependent: true}}
 	router := &switchRouter{}
 	router.set(v1)
 	cache := newCache(t, 100)

@@ -118,6 +118,12 @@ type Decision struct {
 	PolicyVersion string
 	// ID identifies the decision in logs and the audit trail.
 	ID string
+	// TimeIndependent is an Evaluator's word that the decision does not
+	// depend on the request time (Context.Time): the same question at any
+	// other time gets the same answer, so the Cache keeps it beyond the
+	// second it was asked in. An Evaluator that cannot tell leaves it
+	// false, and the decision is cached for its second only.
+	TimeIndependent bool
 }
 
 // Evaluator evaluates a normalized Request against a policy. Evaluate

@@ -248,10 +248,11 @@ func (s *Service) decide(ctx context.Context, id string, req Request) (Decision,
 	// do not see it, so that equal questions get equal (cacheable) answers.
 	evalReq := norm
 	evalReq.Context.RequestID = ""
-	var key cacheKey
+	var keys questionKeys
 	if s.cache != nil {
-		key = s.cache.key(sel.Decider.PolicyVersion(), &evalReq)
-		if d, ok := s.cache.get(key); ok {
+		var d Decision
+		var ok bool
+		if d, keys, ok = s.cache.get(sel.Decider.PolicyVersion(), &evalReq); ok {
 			s.cacheLookups.Add(ctx, 1, cacheHit)
 			return d, norm, sel, true
 		}
@@ -265,7 +266,7 @@ func (s *Service) decide(ctx context.Context, id string, req Request) (Decision,
 		return d, norm, sel, false
 	}
 	if s.cache != nil {
-		s.cache.add(key, d)
+		s.cache.add(sel.Decider.PolicyVersion(), &evalReq, keys, d)
 	}
 	return d, norm, sel, false
 }

@@ -31,6 +31,9 @@ var ErrUnexpectedResult = errors.New("unexpected policy result")
 type Engine struct {
 	query    rego.PreparedEvalQuery
 	revision string
+	// timeReads marks what may read the request time; nil when nothing in
+	// the bundle may, and every decision is independent of it.
+	timeReads *timeReads
 }
 
 // Compile compiles a verified bundle (see bundle.Open) and checks that
@@ -58,11 +61,13 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Engine, error) {
 		}
 		return false
 	})
+	var compiler *ast.Compiler
 	query, err := rego.New(
 		rego.Query(Query),
 		rego.ParsedBundle("gatehouse", b.Parsed()),
 		rego.Capabilities(caps),
 		rego.StrictBuiltinErrors(true),
+		rego.CompilerHook(func(c *ast.Compiler) { compiler = c }),
 	).PrepareForEval(ctx)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -71,7 +76,10 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Engine, error) {
 		return nil, fmt.Errorf("%w: policy: compile bundle %s: %s", bundle.ErrInvalid, b.Revision, bundle.Describe(err))
 	}
 
-	e := &Engine{query: query, revision: b.Revision}
+	if compiler == nil {
+		return nil, fmt.Errorf("policy: compile bundle %s: OPA did not hand over its compiler", b.Revision)
+	}
+	e := &Engine{query: query, revision: b.Revision, timeReads: findTimeReads(compiler.Modules)}
 	if _, err := e.eval(ctx, ast.NewObject()); err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("policy: check bundle %s: %w", b.Revision, ctxErr)
@@ -84,13 +92,22 @@ func Compile(ctx context.Context, b *bundle.Bundle) (*Engine, error) {
 // PolicyVersion returns the bundle's revision.
 func (e *Engine) PolicyVersion() string { return e.revision }
 
-// Evaluate decides a normalized request (see decision.Normalize).
+// Evaluate decides a normalized request (see decision.Normalize). The
+// decision is TimeIndependent when nothing the evaluation did could read
+// the request time (timeread.go).
 func (e *Engine) Evaluate(ctx context.Context, req decision.Request) (decision.Decision, error) {
 	return e.eval(ctx, Input(req))
 }
 
 func (e *Engine) eval(ctx context.Context, input ast.Value) (decision.Decision, error) {
-	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(input))
+	var rs rego.ResultSet
+	var err error
+	tracer := timeTracer{reads: e.timeReads}
+	if e.timeReads == nil {
+		rs, err = e.query.Eval(ctx, rego.EvalParsedInput(input))
+	} else {
+		rs, err = e.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalQueryTracer(&tracer))
+	}
 	if err != nil {
 		return decision.Decision{}, fmt.Errorf("evaluate %s: %w", Query, err)
 	}
@@ -102,6 +119,7 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (decision.Decision, 
 		return decision.Decision{}, err
 	}
 	d.PolicyVersion = e.revision
+	d.TimeIndependent = !tracer.read
 	return d, nil
 }
 
