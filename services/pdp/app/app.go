@@ -131,6 +131,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 		}
 	}
 	check := checker{verifier: verifier}
+	if cfg.CacheSize == 0 {
+		// Nothing keeps decisions: finding out which depend on the time
+		// would be wasted work on every evaluation.
+		check.compileOpts = append(check.compileOpts, policy.WithoutTimeReads())
+	}
 	if a.manager, err = rollout.NewManager(policies, check.load, rollout.Options{
 		Logger: logger, Meter: meter, PollInterval: cfg.RolloutPoll,
 		OnInit: func(ctx context.Context, r policystore.Rollout) {
@@ -281,7 +286,10 @@ func bootstrap(ctx context.Context, m *rollout.Manager, store policystore.Store,
 }
 
 // checker verifies and compiles pushed bundles for PolicyAdminService.
-type checker struct{ verifier *bundle.Verifier }
+type checker struct {
+	verifier    *bundle.Verifier
+	compileOpts []policy.Option
+}
 
 // Check implements adminrpc.BundleChecker: it verifies and compiles a
 // pushed bundle (policy.Compile's errors wrap bundle.ErrInvalid).
@@ -305,7 +313,7 @@ func (c checker) load(ctx context.Context, b policystore.Bundle) (decision.Evalu
 	if opened.Revision != b.Revision {
 		return nil, fmt.Errorf("stored bundle %q holds revision %q", b.Revision, opened.Revision)
 	}
-	return policy.Compile(ctx, opened)
+	return policy.Compile(ctx, opened, c.compileOpts...)
 }
 
 // stored is what the policy store keeps of a verified bundle.

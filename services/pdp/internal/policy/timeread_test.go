@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/services/pdp/internal/bundle"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/bundle/bundletest"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/decision"
 	"github.com/gatehouse/gatehouse/services/pdp/internal/policy"
@@ -137,5 +138,27 @@ func TestBundleWithoutTimeReadsIsTimeIndependent(t *testing.T) {
 	}
 	if d.State != decision.Allow || !d.TimeIndependent {
 		t.Errorf("Evaluate = %+v, want a time-independent allow", d)
+	}
+}
+
+// TestWithoutTimeReadsClaimsNothing: an engine compiled WithoutTimeReads
+// calls no decision independent of the time, not even one that is.
+func TestWithoutTimeReadsClaimsNothing(t *testing.T) {
+	t.Parallel()
+	for _, b := range []*bundle.Bundle{
+		bundletest.Policy(t, "timeless.1", `{"decision": "allow", "reason_code": "allowed"}`),
+		bundletest.Open(t, policyDir),
+	} {
+		e, err := policy.Compile(t.Context(), b, policy.WithoutTimeReads())
+		if err != nil {
+			t.Fatalf("Compile: %v", err)
+		}
+		d, err := e.Evaluate(t.Context(), request("invoice:read"))
+		if err != nil {
+			t.Fatalf("Evaluate: %v", err)
+		}
+		if d.TimeIndependent {
+			t.Errorf("%s: Evaluate = %+v, want no claim of time independence", b.Revision, d)
+		}
 	}
 }
