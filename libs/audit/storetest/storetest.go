@@ -147,6 +147,72 @@ func Run(t *testing.T, newStore func(t *testing.T) audit.Store) {
 		}
 		assertHead(t, s, audit.Head{})
 	})
+	t.Run("AppendFullBatch", func(t *testing.T) {
+		t.Parallel()
+		// The most one append takes, after one event: a store may seal and
+		// write a batch in parts, but the chain must be the one a single
+		// Seal gives.
+		s := newStore(t)
+		first := mustAppend(t, s, newEvent("alice", "c1"))
+		batch := make([]audit.Event, audit.MaxAppendBatch)
+		at := time.Now().UTC().Truncate(time.Microsecond)
+		for i := range batch {
+			batch[i] = newEvent(fmt.Sprintf("user-%d", i), "c1")
+			// Given, not filled: a Seal here must give the same hashes.
+			batch[i].EventID, batch[i].Time = fmt.Sprintf("full-batch-%d", i), at
+		}
+		got := mustAppend(t, s, batch...)
+		want, err := audit.Seal(audit.Head{Seq: 1, Hash: first[0].Hash}, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("Append returned %d events, want %d", len(got), len(want))
+		}
+		for i := range got {
+			if got[i].Seq != want[i].Seq || got[i].PrevHash != want[i].PrevHash || got[i].Hash != want[i].Hash {
+				t.Fatalf("event %d: seq %d prev %.8s hash %.8s, want seq %d prev %.8s hash %.8s",
+					i, got[i].Seq, got[i].PrevHash, got[i].Hash, want[i].Seq, want[i].PrevHash, want[i].Hash)
+			}
+			if h, err := got[i].ComputeHash(); err != nil || h != got[i].Hash {
+				t.Fatalf("event %d: hash %.8s does not cover it (%v)", i, got[i].Hash, err)
+			}
+		}
+		last := got[len(got)-1]
+		assertHead(t, s, audit.Head{Seq: last.Seq, Hash: last.Hash})
+		assertEvents(t, s, append(first, got...))
+	})
+	t.Run("AppendFullBatchAllOrNothing", func(t *testing.T) {
+		t.Parallel()
+		// A bad event late in a large batch refuses all of it, the events
+		// before it included.
+		tests := []struct {
+			name    string
+			spoil   func(batch []audit.Event)
+			wantErr error
+		}{
+			{"invalid event", func(b []audit.Event) { b[len(b)-3].Subject = "bad\x00" }, audit.ErrInvalidEvent},
+			{"duplicate id far apart", func(b []audit.Event) {
+				b[5].EventID, b[len(b)-5].EventID = "twin", "twin"
+			}, audit.ErrDuplicateEvent},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				s := newStore(t)
+				batch := make([]audit.Event, audit.MaxAppendBatch)
+				for i := range batch {
+					batch[i] = newEvent(fmt.Sprintf("user-%d", i), "c1")
+				}
+				tc.spoil(batch)
+				if _, err := s.Append(t.Context(), batch...); !errors.Is(err, tc.wantErr) {
+					t.Fatalf("Append = %v, want %v", err, tc.wantErr)
+				}
+				assertHead(t, s, audit.Head{})
+				assertEvents(t, s, nil)
+			})
+		}
+	})
 	t.Run("AppendRejectsDuplicateEventID", func(t *testing.T) {
 		t.Parallel()
 		s := newStore(t)
