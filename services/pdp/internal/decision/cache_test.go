@@ -3,6 +3,7 @@ package decision_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,5 +295,42 @@ func TestEvaluateFailsClosed(t *testing.T) {
 	d, err := decision.Evaluate(context.Background(), &fakeEvaluator{block: true}, valid(), time.Millisecond)
 	if err == nil || d.State != decision.Indeterminate || d.ReasonCode != reason.EvaluationError || d.PolicyVersion != "v-test" {
 		t.Errorf("Evaluate = %+v, %v; want indeterminate evaluation_error", d, err)
+	}
+}
+
+// skippingEvaluator is a TimeReadSkipper whose decisions depend on the
+// time; it counts how it was asked.
+type skippingEvaluator struct {
+	fakeEvaluator
+	skipped atomic.Int64
+}
+
+func (s *skippingEvaluator) EvaluateWithoutTimeReads(ctx context.Context, req decision.Request) (decision.Decision, error) {
+	s.skipped.Add(1)
+	return s.Evaluate(ctx, req)
+}
+
+// TestCacheSkipsTimeReadsOnceKnown: a question is evaluated with the
+// finding-out once; in later seconds, the cache knowing its decision
+// depends on the time, without.
+func TestCacheSkipsTimeReadsOnceKnown(t *testing.T) {
+	t.Parallel()
+	eval := &skippingEvaluator{fakeEvaluator: fakeEvaluator{d: decision.Decision{State: decision.Allow, ReasonCode: reason.Allowed}}}
+	f := newFixture(t, decision.Options{Router: decision.Fixed{Evaluator: eval}, Cache: newCache(t, 100)})
+	at := time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		r := valid()
+		r.Context.Time = at.Add(time.Duration(i) * time.Second)
+		f.svc.Decide(t.Context(), r)
+	}
+	if all, skipped := eval.calls.Load(), eval.skipped.Load(); all != 3 || skipped != 2 {
+		t.Errorf("evaluations %d, %d of them without the finding-out; want 3 and 2", all, skipped)
+	}
+	// A different question starts over.
+	r := valid()
+	r.Principal.Subject = "alice"
+	f.svc.Decide(t.Context(), r)
+	if eval.skipped.Load() != 2 {
+		t.Error("a first question was evaluated without finding out")
 	}
 }

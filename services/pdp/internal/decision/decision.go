@@ -135,3 +135,14 @@ type Evaluator interface {
 	// PolicyVersion is the revision of the loaded policy.
 	PolicyVersion() string
 }
+
+// TimeReadSkipper is an Evaluator for which finding out whether a decision
+// depends on the request time (Decision.TimeIndependent) is extra work. The
+// Service asks it to skip that for a question whose decision the cache has
+// already found to depend on the time: it does not change with the time
+// (without reading the time an evaluation follows the same path at any
+// time), so only the first evaluation of a question pays for it.
+type TimeReadSkipper interface {
+	// EvaluateWithoutTimeReads is Evaluate with TimeIndependent false.
+	EvaluateWithoutTimeReads(ctx context.Context, req Request) (Decision, error)
+}

@@ -259,7 +259,9 @@ func (s *Service) decide(ctx context.Context, id string, req Request) (Decision,
 		s.cacheLookups.Add(ctx, 1, cacheMiss)
 	}
 
-	d, err := evaluate(ctx, sel.Decider, evalReq, s.timeout)
+	// keys.timed: the cache holds the note that this question's decision
+	// depends on the time.
+	d, err := evaluate(ctx, sel.Decider, evalReq, s.timeout, keys.timed)
 	if err != nil {
 		s.logger.LogAttrs(ctx, slog.LevelError, "policy evaluation failed",
 			slog.String("decision_id", id), slog.Any("error", err))
@@ -278,13 +280,23 @@ func (s *Service) decide(ctx context.Context, id string, req Request) (Decision,
 // bundle of a rollout.
 func Evaluate(ctx context.Context, eval Evaluator, norm Request, timeout time.Duration) (Decision, error) {
 	norm.Context.RequestID = ""
-	return evaluate(ctx, eval, norm, timeout)
+	// Not cached: whether the decision depends on the time does not matter.
+	return evaluate(ctx, eval, norm, timeout, true)
 }
 
-func evaluate(ctx context.Context, eval Evaluator, req Request, timeout time.Duration) (Decision, error) {
+// evaluate evaluates req with eval within timeout; skipTimeReads lets a
+// TimeReadSkipper skip finding out whether the decision depends on the
+// time, when the caller knows or does not care.
+func evaluate(ctx context.Context, eval Evaluator, req Request, timeout time.Duration, skipTimeReads bool) (Decision, error) {
 	evalCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d, err := eval.Evaluate(evalCtx, req)
+	var d Decision
+	var err error
+	if skipper, ok := eval.(TimeReadSkipper); ok && skipTimeReads {
+		d, err = skipper.EvaluateWithoutTimeReads(evalCtx, req)
+	} else {
+		d, err = eval.Evaluate(evalCtx, req)
+	}
 	if err == nil && d.State != Allow && d.State != Deny && d.State != NotApplicable {
 		err = fmt.Errorf("evaluator returned state %s", d.State)
 	}

@@ -101,7 +101,7 @@ func Compile(ctx context.Context, b *bundle.Bundle, opts ...Option) (*Engine, er
 	if !o.withoutTimeReads {
 		e.timeReads, e.timeIndependent = findTimeReads(compiler.Modules), true
 	}
-	if _, err := e.eval(ctx, ast.NewObject()); err != nil {
+	if _, err := e.eval(ctx, ast.NewObject(), false); err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("policy: check bundle %s: %w", b.Revision, ctxErr)
 		}
@@ -117,14 +117,25 @@ func (e *Engine) PolicyVersion() string { return e.revision }
 // decision is TimeIndependent when nothing the evaluation did could read
 // the request time (timeread.go).
 func (e *Engine) Evaluate(ctx context.Context, req decision.Request) (decision.Decision, error) {
-	return e.eval(ctx, Input(req))
+	return e.eval(ctx, Input(req), true)
 }
 
-func (e *Engine) eval(ctx context.Context, input ast.Value) (decision.Decision, error) {
+// EvaluateWithoutTimeReads is Evaluate without finding out whether the
+// decision depends on the request time (decision.TimeReadSkipper): the
+// tracing that finds out makes an evaluation about 1.8 times as costly.
+func (e *Engine) EvaluateWithoutTimeReads(ctx context.Context, req decision.Request) (decision.Decision, error) {
+	d, err := e.eval(ctx, Input(req), false)
+	d.TimeIndependent = false
+	return d, err
+}
+
+var _ decision.TimeReadSkipper = (*Engine)(nil)
+
+func (e *Engine) eval(ctx context.Context, input ast.Value, findTimeReads bool) (decision.Decision, error) {
 	var rs rego.ResultSet
 	var err error
 	tracer := timeTracer{reads: e.timeReads}
-	if e.timeReads == nil {
+	if e.timeReads == nil || !findTimeReads {
 		rs, err = e.query.Eval(ctx, rego.EvalParsedInput(input))
 	} else {
 		rs, err = e.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalQueryTracer(&tracer))
@@ -141,7 +152,7 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (decision.Decision, 
 	}
 	d.PolicyVersion = e.revision
 	if e.timeReads != nil {
-		d.TimeIndependent = !tracer.read
+		d.TimeIndependent = findTimeReads && !tracer.read
 	} else {
 		d.TimeIndependent = e.timeIndependent
 	}

@@ -315,20 +315,35 @@ func TestEvaluateRepositoryBundle(t *testing.T) {
 }
 
 // BenchmarkEvaluate measures one policy evaluation of an allowed user
-// request (input conversion, Rego, result parsing).
+// request (input conversion, Rego, result parsing), with the tracing that
+// finds out whether the decision depends on the request time (the
+// default) and without it (WithoutTimeReads, for a PDP without a cache).
 func BenchmarkEvaluate(b *testing.B) {
-	e := mustCompileDir(b, policyDir)
 	req := decision.Request{
 		Principal: decision.Principal{Subject: "bob", ClientID: "invoice-web", Tenant: "acme",
 			Roles: []string{"billing_viewer"}, Scopes: []string{"invoice:read", "openid"}},
 		Action:   "invoice:read",
 		Resource: decision.Resource{Type: "invoice", ID: "inv-1", Tenant: "acme"},
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		d, err := e.Evaluate(b.Context(), req)
-		if err != nil || d.State != decision.Allow {
-			b.Fatalf("Evaluate = %+v, %v; want allow", d, err)
-		}
+	for _, bc := range []struct {
+		name string
+		opts []policy.Option
+	}{
+		{"time-reads", nil},
+		{"without-time-reads", []policy.Option{policy.WithoutTimeReads()}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e, err := policy.Compile(b.Context(), bundletest.Open(b, policyDir), bc.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				d, err := e.Evaluate(b.Context(), req)
+				if err != nil || d.State != decision.Allow {
+					b.Fatalf("Evaluate = %+v, %v; want allow", d, err)
+				}
+			}
+		})
 	}
 }

@@ -189,7 +189,10 @@ func (*timeTracer) Enabled() bool { return true }
 func (*timeTracer) Config() topdown.TraceConfig { return topdown.TraceConfig{} }
 
 func (t *timeTracer) TraceEvent(ev topdown.Event) {
-	if t.read {
+	// Only these say what an evaluation read: an expression evaluated, a
+	// rule entered, a rule set looked up. The rest (redo, exit, fail,
+	// unify, ...) are steps inside those.
+	if t.read || (ev.Op != topdown.EvalOp && ev.Op != topdown.EnterOp && ev.Op != topdown.IndexOp) {
 		return
 	}
 	switch n := ev.Node.(type) {

@@ -67,6 +67,12 @@ cases["late"] if {
 stamped_now if input.context.time != ""
 
 cases["comprehension"] if count([t | t := input.context.time]) == 1
+
+cases["else"] if stamp_else != ""
+
+stamp_else := "never" if {
+	input.principal.subject == "nobody"
+} else := input.context.time
 `
 
 // TestEvaluateReportsTimeReads: a decision is time-independent exactly
@@ -103,6 +109,7 @@ func TestEvaluateReportsTimeReads(t *testing.T) {
 		{"t:late", "alice", true}, // fails before it reaches the time
 		{"t:late", "bob", false},
 		{"t:comprehension", "alice", false},
+		{"t:else", "alice", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.action+"/"+tc.subject, func(t *testing.T) {
@@ -119,6 +126,15 @@ func TestEvaluateReportsTimeReads(t *testing.T) {
 			}
 			if d.TimeIndependent != tc.wantIndependent {
 				t.Errorf("TimeIndependent = %v, want %v (decision %s/%s)", d.TimeIndependent, tc.wantIndependent, d.State, d.ReasonCode)
+			}
+			// Without the finding-out: the same decision, no claim.
+			skipped, err := e.EvaluateWithoutTimeReads(t.Context(), req)
+			if err != nil {
+				t.Fatalf("EvaluateWithoutTimeReads: %v", err)
+			}
+			if skipped.State != d.State || skipped.ReasonCode != d.ReasonCode || skipped.TimeIndependent {
+				t.Errorf("EvaluateWithoutTimeReads = %s/%s independent %v, want %s/%s and no claim",
+					skipped.State, skipped.ReasonCode, skipped.TimeIndependent, d.State, d.ReasonCode)
 			}
 		})
 	}
