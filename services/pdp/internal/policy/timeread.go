@@ -9,10 +9,11 @@ import (
 
 // The decision cache keeps a decision beyond the second it was asked in
 // only when the decision cannot depend on the request time
-// (decision.Decision.TimeIndependent). This file finds that out for every
+// (decision.Decision.TimeIndependent). This file finds that out for an
 // evaluation: Compile marks the parts of a bundle that may read the time,
-// and a tracer watches each evaluation for them. OPA offers no such
-// dependency report (its non-deterministic built-in cache covers
+// and a tracer watches the evaluation for them (the Service asks only at a
+// question's first evaluation; see decision.TimeReadSkipper). OPA offers
+// no such dependency report (its non-deterministic built-in cache covers
 // time.now_ns but not input fields), hence this code.
 //
 // What "may read the time" means, conservatively:
@@ -24,11 +25,12 @@ import (
 //     io.jwt.decode_verify without an explicit time) or is otherwise
 //     non-deterministic.
 //
-// An evaluation read the time when it evaluated an expression, or entered
-// a rule whose head, that may read it, or when OPA's rule index looked up
-// a rule set holding one (the index can select rules by an input value
-// without evaluating their bodies). Expressions OPA evaluates that Compile
-// did not see (copies, the query itself) are examined as they come.
+// An evaluation read the time when it evaluated an expression that may
+// read it, entered a rule whose head may, or had OPA's rule index look up
+// a rule set holding either (the index can select rules by an input value
+// without evaluating their bodies). Expressions and rules OPA evaluates
+// that Compile did not see (copies, the query itself) are examined as they
+// come.
 
 // timeReads is what Compile learned of a compiled bundle.
 type timeReads struct {
@@ -127,8 +129,9 @@ func readsTime(x any) bool {
 			}
 			return true
 		case ast.Call:
-			if op, ok := v[0].Value.(ast.Ref); ok && clockBuiltin(op) {
-				found = true
+			if len(v) > 0 {
+				op, ok := v[0].Value.(ast.Ref)
+				found = ok && clockBuiltin(op)
 			}
 		}
 		return found
