@@ -897,24 +897,14 @@ func issuerHTTP() *http.Client {
 	return c
 }
 
-// pollUntil polls cond every 20ms until it holds or ctx ends (or the
-// optional bound passes).
+// pollUntil is waitFor with an optional bound besides ctx's.
 func pollUntil(ctx context.Context, what string, cond func() bool, bound ...time.Duration) error {
 	if len(bound) > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, bound[0])
 		defer cancel()
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
-	return nil
+	return waitFor(ctx, what, cond)
 }
 
 // queryStrings returns the one text column of a query's rows.
