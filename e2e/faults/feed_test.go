@@ -462,12 +462,8 @@ func startFeedProbes(ctx context.Context, api invoicev1connect.InvoiceServiceCli
 			p.mu.Lock()
 			p.sensitive, p.low = append(p.sensitive, s), append(p.low, l)
 			p.mu.Unlock()
-			select {
-			case <-stop:
+			if !nextTick(ctx, stop, tick) {
 				return
-			case <-ctx.Done():
-				return
-			case <-tick.C:
 			}
 		}
 	})

@@ -185,12 +185,8 @@ func TestPDPKilledUnderTraffic(t *testing.T) {
 					c.route = ri
 					slots[slot] = append(slots[slot], c)
 					progress.record(c)
-					select {
-					case <-stop:
+					if !nextTick(ctx, stop, tick) {
 						return
-					case <-ctx.Done():
-						return
-					case <-tick.C:
 					}
 				}
 			})

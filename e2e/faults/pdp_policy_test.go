@@ -221,12 +221,8 @@ func TestPolicyChangeMidTrafficOnReplica(t *testing.T) {
 				calls := policyTraffic(ctx, decisions, w, n, batch)
 				slots[w] = append(slots[w], calls...)
 				decided.Add(int64(len(calls)))
-				select {
-				case <-stop:
+				if !nextTick(ctx, stop, tick) {
 					return
-				case <-ctx.Done():
-					return
-				case <-tick.C:
 				}
 			}
 		})

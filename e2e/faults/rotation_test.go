@@ -420,13 +420,22 @@ func watchJWKS(ctx context.Context, client *http.Client, tl *timeline, stop <-ch
 		} else {
 			tl.sawJWKS(kids, time.Now())
 		}
-		select {
-		case <-stop:
+		if !nextTick(ctx, stop, tick) {
 			return errs
-		case <-ctx.Done():
-			return errs
-		case <-tick.C:
 		}
+	}
+}
+
+// nextTick waits for a load loop's next tick; false when the load is to
+// stop (stop closed or ctx done).
+func nextTick(ctx context.Context, stop <-chan struct{}, tick *time.Ticker) bool {
+	select {
+	case <-stop:
+		return false
+	case <-ctx.Done():
+		return false
+	case <-tick.C:
+		return true
 	}
 }
 
