@@ -590,24 +590,11 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 				}
 				return errors.Join(sessionErr, grantErr)
 			}
-			start := make(chan struct{})
-			var (
-				wg        sync.WaitGroup
-				revokeErr error
-				errs      = make([]error, refreshes)
-			)
-			wg.Go(func() {
-				<-start
+			var revokeErr error
+			errs := make([]error, refreshes)
+			race(refreshes, func() {
 				_, revokeErr = s.RevokeRequest(t.Context(), requestID)
-			})
-			for i := range refreshes {
-				wg.Go(func() {
-					<-start
-					errs[i] = refresh(i)
-				})
-			}
-			close(start)
-			wg.Wait()
+			}, func(i int) { errs[i] = refresh(i) })
 			if revokeErr != nil {
 				t.Fatalf("round %d: RevokeRequest = %v", round, revokeErr)
 			}
@@ -790,14 +777,11 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 			requestID := fmt.Sprintf("req-%d", round)
 			name := seedRefreshes(t, s, requestID, refreshes)
 			var (
-				wg        sync.WaitGroup
 				revokeErr error
 				listed    = make(map[string]bool)
 				stored    = make([]bool, refreshes)
-				start     = make(chan struct{})
 			)
-			wg.Go(func() {
-				<-start
+			race(refreshes, func() {
 				if revokeErr = s.MarkRequestRevoked(t.Context(), requestID); revokeErr != nil {
 					return
 				}
@@ -810,17 +794,11 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 					listed[rec.Signature] = true
 				}
 				_, revokeErr = s.RevokeRequest(t.Context(), requestID)
+			}, func(i int) {
+				if s.DeactivateGrant(t.Context(), tokensession.KindRefreshToken, name("refresh", i)) == nil {
+					stored[i] = s.CreateTokenSession(t.Context(), requestSession(name("at", i), name("jti", i), requestID)) == nil
+				}
 			})
-			for i := range refreshes {
-				wg.Go(func() {
-					<-start
-					if s.DeactivateGrant(t.Context(), tokensession.KindRefreshToken, name("refresh", i)) == nil {
-						stored[i] = s.CreateTokenSession(t.Context(), requestSession(name("at", i), name("jti", i), requestID)) == nil
-					}
-				})
-			}
-			close(start)
-			wg.Wait()
 			if revokeErr != nil {
 				t.Fatalf("round %d: revocation = %v", round, revokeErr)
 			}
@@ -1196,6 +1174,25 @@ func RunGrantStore(t *testing.T, newStore func(t *testing.T) GrantBackend) {
 // access token for a race round, and returns the namer of the round's
 // records: name("refresh", i), name("at", i) (the seeded one is -1),
 // name("jti", i).
+// race runs revoke and refresh(0..refreshes-1) at once, each in its own
+// goroutine released by one start signal, and waits for them all.
+func race(refreshes int, revoke func(), refresh func(i int)) {
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		<-start
+		revoke()
+	})
+	for i := range refreshes {
+		wg.Go(func() {
+			<-start
+			refresh(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+}
+
 func seedRefreshes(t *testing.T, s GrantBackend, requestID string, refreshes int) func(what string, i int) string {
 	t.Helper()
 	name := func(what string, i int) string { return fmt.Sprintf("%s-%s-%d", requestID, what, i) }
