@@ -142,15 +142,13 @@ func (s *Store) Append(ctx context.Context, events ...audit.Event) ([]audit.Even
 		last := sealed[len(sealed)-1]
 		head = audit.Head{Seq: last.Seq, Hash: last.Hash}
 	}
-	sealed := all
-	last := sealed[len(sealed)-1]
-	if _, err := tx.Exec(ctx, `UPDATE audit_chain_head SET seq = $1, hash = $2`, last.Seq, last.Hash); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE audit_chain_head SET seq = $1, hash = $2`, head.Seq, head.Hash); err != nil {
 		return nil, fmt.Errorf("audit store: append: move chain head: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("audit store: append: commit: %w", err)
 	}
-	return sealed, nil
+	return all, nil
 }
 
 // row returns e's values in the order of columnList.
